@@ -1,0 +1,89 @@
+"""All configuration in one place, read from the environment (and `.env`).
+
+Connection URLs keep their conventional names (`DATABASE_URL`, `REDIS_URL`,
+`QDRANT_URL`, `RAY_ADDRESS`): unset means the embedded default. Everything else
+is prefixed `SUTAZAI_`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SUTAZAI_", env_file=".env", extra="ignore")
+
+    # Connections: unset -> embedded servers started by `sutazai run`.
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "SUTAZAI_DATABASE_URL"))
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "SUTAZAI_REDIS_URL"))
+    qdrant_url: str | None = Field(default=None, validation_alias=AliasChoices("QDRANT_URL", "SUTAZAI_QDRANT_URL"))
+    ray_address: str | None = Field(default=None, validation_alias=AliasChoices("RAY_ADDRESS", "SUTAZAI_RAY_ADDRESS"))
+
+    data_dir: Path = PROJECT_ROOT / ".data"
+    models_dir: Path = PROJECT_ROOT / "models"
+
+    # HTTP / Ray ports for the embedded start.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    ray_port: int = 6390  # not 6379: that is Redis's port
+    dashboard_port: int = 8265
+    metrics_export_port: int = 8266
+    app_name: str = "sutazai"
+
+    # Ingress.
+    ingress_min_replicas: int = 1
+    ingress_max_replicas: int = 2
+    ingress_max_ongoing_requests: int = 200
+    ingress_num_cpus: float = 0.25
+    request_timeout_s: float = 120.0
+    max_body_bytes: int = 1_048_576
+
+    # Chat behaviour.
+    default_model: str | None = None  # first enabled model in the catalog when unset
+    system_prompt: str = "You are SutazAI, a helpful, concise assistant."
+    history_messages: int = 20  # most recent messages of a conversation sent as context
+    batch_max_prompts: int = 64
+    batch_concurrency: int = 4
+
+    # Response cache (Redis).
+    cache_enabled: bool = True
+    cache_ttl_s: int = 3600
+    redis_timeout_s: float = 0.5
+
+    # Postgres pool.
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    db_timeout_s: float = 5.0
+
+    # Auth (issue 3). No default password anywhere; the JWT secret is required
+    # outside the embedded dev default.
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: str = "HS256"
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 14 * 24 * 3600
+    admin_username: str = "admin"
+    admin_password: SecretStr | None = None
+    cors_origins: list[str] = []
+    rate_limit_requests_per_minute: dict[str, int] = {"admin": 600, "user": 120, "viewer": 60}
+    rate_limit_tokens_per_minute: dict[str, int] = {"admin": 200_000, "user": 40_000, "viewer": 10_000}
+    login_attempts_per_minute: int = 10
+
+    # MCP servers (issue 4): the `mcpServers` JSON that desktop clients use.
+    mcp_config: Path = PROJECT_ROOT / "cluster" / "mcp" / "servers.json"
+    mcp_enabled: bool = True
+
+    # Health checks.
+    health_timeout_s: float = 3.0
+    retry_after_s: int = 2
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process; each replica reads its own environment once."""
+    return Settings()

@@ -1,0 +1,111 @@
+"""SQL for the `conversations` and `messages` tables."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    role: str
+    content: str
+    tokens: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: uuid.UUID
+    title: str
+    model: str
+    created_at: datetime
+    updated_at: datetime
+    message_count: int = 0
+
+
+def _title_from(text: str, limit: int = 60) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+class ConversationStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def get(self, conversation_id: uuid.UUID) -> Conversation | None:
+        row = await self.pool.fetchrow(
+            """SELECT c.*, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count
+               FROM conversations c WHERE c.id = $1""",
+            conversation_id,
+        )
+        return Conversation(**dict(row)) if row else None
+
+    async def list(self, *, limit: int, offset: int) -> tuple[list[Conversation], int]:
+        rows = await self.pool.fetch(
+            """SELECT c.*, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count
+               FROM conversations c ORDER BY c.updated_at DESC, c.id LIMIT $1 OFFSET $2""",
+            limit,
+            offset,
+        )
+        total = await self.pool.fetchval("SELECT count(*) FROM conversations")
+        return [Conversation(**dict(r)) for r in rows], total
+
+    async def recent_messages(self, conversation_id: uuid.UUID, limit: int) -> list[StoredMessage]:
+        """The last `limit` messages, oldest first."""
+        rows = await self.pool.fetch(
+            """SELECT role, content, tokens, created_at FROM (
+                   SELECT * FROM messages WHERE conversation_id = $1 ORDER BY id DESC LIMIT $2
+               ) recent ORDER BY id""",
+            conversation_id,
+            limit,
+        )
+        return [StoredMessage(**dict(r)) for r in rows]
+
+    async def messages(self, conversation_id: uuid.UUID) -> list[StoredMessage]:
+        rows = await self.pool.fetch(
+            "SELECT role, content, tokens, created_at FROM messages WHERE conversation_id = $1 ORDER BY id",
+            conversation_id,
+        )
+        return [StoredMessage(**dict(r)) for r in rows]
+
+    async def append_turn(
+        self,
+        conversation_id: uuid.UUID,
+        *,
+        model: str,
+        user_text: str,
+        user_tokens: int,
+        assistant_text: str,
+        assistant_tokens: int,
+        create: bool,
+    ) -> None:
+        """Store one user message and its answer atomically (creating the conversation if asked)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if create:
+                await conn.execute(
+                    "INSERT INTO conversations (id, title, model) VALUES ($1, $2, $3)",
+                    conversation_id,
+                    _title_from(user_text),
+                    model,
+                )
+            else:
+                updated = await conn.execute(
+                    "UPDATE conversations SET updated_at = now(), model = $2 WHERE id = $1", conversation_id, model
+                )
+                if updated == "UPDATE 0":
+                    raise LookupError(conversation_id)
+            await conn.executemany(
+                "INSERT INTO messages (conversation_id, role, content, tokens) VALUES ($1, $2, $3, $4)",
+                [
+                    (conversation_id, "user", user_text, user_tokens),
+                    (conversation_id, "assistant", assistant_text, assistant_tokens),
+                ],
+            )
+
+    async def delete(self, conversation_id: uuid.UUID) -> bool:
+        result = await self.pool.execute("DELETE FROM conversations WHERE id = $1", conversation_id)
+        return result != "DELETE 0"
