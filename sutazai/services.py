@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -19,4 +19,4 @@ class Services:
     # model name -> DeploymentHandle of its LLM deployment
     models: dict[str, Any]
     catalog: Any  # sutazai.catalog.ModelCatalog
-    extras: dict[str, Any] = field(default_factory=dict)  # later pieces (e.g. "mcp") register here
+    mcp: Any = None  # sutazai.mcp.gateway.MCPGateway, None when MCP is disabled
