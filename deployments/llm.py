@@ -1,0 +1,61 @@
+"""The CPU model deployment: one llama.cpp engine per replica, built from a model file.
+
+The ingress calls `generate` / `generate_stream` through a DeploymentHandle
+(streaming handle for SSE). Replica count, concurrency and queue bounds come
+from the model file (see `deployments/app.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from ray import serve
+
+from sutazai.catalog import ModelSpec
+from sutazai.engines.llama_cpp import LlamaCppEngine
+from sutazai.engines.model_files import resolve_model_path
+from sutazai.schemas.engine import GenerationChunk, GenerationRequest, GenerationResult
+from sutazai.settings import get_settings
+
+logger = logging.getLogger("ray.serve")
+
+
+@serve.deployment
+class CPUModelServer:
+    def __init__(self, spec: dict) -> None:
+        self.spec = ModelSpec.model_validate(spec)
+        started = time.perf_counter()
+        path = resolve_model_path(self.spec, get_settings().data_dir)
+        self.engine = LlamaCppEngine(self.spec, path)
+        logger.info("model %s loaded from %s in %.2fs", self.spec.name, path, time.perf_counter() - started)
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        return await self.engine.generate(request)
+
+    async def generate_stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        async for chunk in self.engine.stream(request):
+            yield chunk
+
+    async def count_tokens(self, text: str) -> int:
+        return len(self.engine.tokenize(text))
+
+    async def info(self) -> dict:
+        return {
+            "name": self.spec.name,
+            "engine": self.spec.engine,
+            "context_length": self.spec.context_length,
+            "slots": self.engine.slots,
+            "free_slots": self.engine.free_slots,
+        }
+
+    async def check_health(self) -> None:
+        """Serve's replica health check: a replica without its engine is unhealthy."""
+        if self.engine is None:
+            raise RuntimeError("engine not loaded")
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()

@@ -1,0 +1,67 @@
+"""Password hashing with argon2id (argon2-cffi defaults, RFC 9106 low-memory profile).
+
+Hashing is deliberately slow (~0.1 s of CPU), so the async helpers run it in a
+worker thread instead of blocking the event loop. `verify_dummy` spends the same
+time on unknown usernames so response timing does not reveal which names exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from sutazai.errors import APIError
+
+MIN_LENGTH = 8
+MAX_LENGTH = 1024
+
+_hasher = PasswordHasher()
+_dummy_hash: str | None = None
+
+
+def check_policy(password: str) -> None:
+    """Reject passwords that are too short or absurdly long (422)."""
+    if len(password) < MIN_LENGTH:
+        raise APIError(422, "weak_password", f"password must be at least {MIN_LENGTH} characters")
+    if len(password) > MAX_LENGTH:
+        raise APIError(422, "invalid_password", f"password must be at most {MAX_LENGTH} characters")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """True when the hash was made with weaker parameters than the current ones."""
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return True
+
+
+def verify_dummy(password: str) -> None:
+    """Burn the time of one verification (for unknown or disabled users)."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash("dummy password for timing equalisation")
+    verify_password(_dummy_hash, password)
+
+
+async def hash_password_async(password: str) -> str:
+    return await asyncio.to_thread(hash_password, password)
+
+
+async def verify_password_async(password_hash: str | None, password: str) -> bool:
+    if password_hash is None:
+        await asyncio.to_thread(verify_dummy, password)
+        return False
+    return await asyncio.to_thread(verify_password, password_hash, password)

@@ -1,0 +1,88 @@
+"""Response cache in Redis for deterministic requests (temperature 0 or a seed).
+
+Redis is not critical: every operation degrades to a miss (or a no-op) when it
+is unreachable, so chat keeps working and health reports Redis as degraded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from sutazai.schemas.engine import GenerationRequest, GenerationResult
+
+logger = logging.getLogger("sutazai.cache")
+
+PREFIX = "sutazai:cache:"
+HITS = "sutazai:cache-stats:hits"
+MISSES = "sutazai:cache-stats:misses"
+
+
+def is_deterministic(request: GenerationRequest) -> bool:
+    return request.temperature == 0.0 or request.seed is not None
+
+
+def cache_key(model: str, request: GenerationRequest) -> str:
+    material = request.model_dump(exclude={"request_id"}, mode="json")
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    return f"{PREFIX}{model}:{digest}"
+
+
+class ResponseCache:
+    def __init__(self, client: aioredis.Redis, *, ttl_s: int, enabled: bool = True) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+        self.enabled = enabled
+
+    async def get(self, model: str, request: GenerationRequest) -> GenerationResult | None:
+        if not (self.enabled and is_deterministic(request)):
+            return None
+        try:
+            raw = await self.client.get(cache_key(model, request))
+            await self.client.incr(HITS if raw is not None else MISSES)
+        except (RedisError, OSError) as exc:
+            logger.warning("cache bypassed (redis unavailable): %s", exc)
+            return None
+        return GenerationResult.model_validate_json(raw) if raw is not None else None
+
+    async def put(self, model: str, request: GenerationRequest, result: GenerationResult) -> None:
+        if not (self.enabled and is_deterministic(request)) or result.finish_reason == "cancelled":
+            return
+        try:
+            await self.client.set(cache_key(model, request), result.model_dump_json(), ex=self.ttl_s)
+        except (RedisError, OSError) as exc:
+            logger.warning("cache write skipped (redis unavailable): %s", exc)
+
+    async def stats(self) -> dict:
+        hits, misses = await self.client.mget(HITS, MISSES)
+        hits, misses = int(hits or 0), int(misses or 0)
+        entries = 0
+        async for _ in self.client.scan_iter(match=f"{PREFIX}*", count=500):
+            entries += 1
+        lookups = hits + misses
+        return {
+            "enabled": self.enabled,
+            "entries": entries,
+            "hits": hits,
+            "misses": misses,
+            "hit_rate": round(hits / lookups, 4) if lookups else 0.0,
+            "ttl_s": self.ttl_s,
+        }
+
+    async def invalidate(self, model: str | None = None) -> int:
+        """Delete cached responses (of one model, or all); returns how many."""
+        pattern = f"{PREFIX}{model}:*" if model else f"{PREFIX}*"
+        deleted = 0
+        batch: list[bytes] = []
+        async for key in self.client.scan_iter(match=pattern, count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += await self.client.delete(*batch)
+                batch = []
+        if batch:
+            deleted += await self.client.delete(*batch)
+        return deleted

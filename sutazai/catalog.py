@@ -1,0 +1,152 @@
+"""The model catalog: one YAML file per served model in `models/`.
+
+Adding a model is adding a file; deployments are built from these specs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSource(_Strict):
+    """Where the weights are: a file path (or HF id for vLLM), or an installed package that ships them."""
+
+    path: str | None = None
+    package: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "ModelSource":
+        if (self.path is None) == (self.package is None):
+            raise ValueError("source needs exactly one of `path` or `package`")
+        return self
+
+
+class SamplingDefaults(_Strict):
+    max_tokens: int = Field(default=128, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+
+
+class CPUOptions(_Strict):
+    slots: int = Field(default=1, ge=1, le=64)
+    threads_per_slot: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=256, ge=8)
+
+
+class VLLMOptions(_Strict):
+    accelerator_type: str | None = None
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    pipeline_parallel_size: int = Field(default=1, ge=1)
+    engine_kwargs: dict = Field(default_factory=dict)
+
+
+class Resources(_Strict):
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    memory_bytes: int | None = None
+    custom: dict[str, float] = Field(default_factory=dict)
+
+
+class DeploymentOptions(_Strict):
+    max_ongoing_requests: int = Field(default=4, ge=1)
+    max_queued_requests: int = Field(default=16, ge=-1)
+
+
+class Autoscaling(_Strict):
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    target_ongoing_requests: float = Field(default=2, gt=0)
+    upscale_delay_s: float = 5.0
+    downscale_delay_s: float = 30.0
+    look_back_period_s: float = 15.0  # must exceed Serve's 10 s metrics interval
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Autoscaling":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must be <= max_replicas")
+        return self
+
+    def to_serve(self) -> dict:
+        return {
+            "min_replicas": self.min_replicas,
+            "initial_replicas": max(self.min_replicas, 1),
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s,
+            "downscale_delay_s": self.downscale_delay_s,
+            "look_back_period_s": self.look_back_period_s,
+        }
+
+
+class ModelSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    engine: Literal["cpu", "vllm"]
+    enabled: bool = True
+    source: ModelSource
+    context_length: int = Field(default=2048, ge=128)
+    chat_template: str | None = None  # None: use the template inside the model file
+    chat_stop: list[str] = Field(default_factory=list)
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
+    cpu: CPUOptions = Field(default_factory=CPUOptions)
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions)
+    resources: Resources = Field(default_factory=Resources)
+    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+
+    @property
+    def deployment_name(self) -> str:
+        return f"llm-{self.name}"
+
+    def ray_actor_options(self) -> dict:
+        options: dict = {"num_cpus": self.resources.num_cpus, "num_gpus": self.resources.num_gpus}
+        if self.resources.memory_bytes:
+            options["memory"] = self.resources.memory_bytes
+        if self.resources.custom:
+            options["resources"] = dict(self.resources.custom)
+        return options
+
+
+class ModelCatalog:
+    """The enabled models, by name, in file order."""
+
+    def __init__(self, specs: list[ModelSpec]) -> None:
+        names = [s.name for s in specs]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"duplicate model names: {sorted(duplicates)}")
+        self.specs = {s.name: s for s in specs}
+
+    @classmethod
+    def load(cls, directory: Path, *, include_disabled: bool = False) -> "ModelCatalog":
+        specs = []
+        for path in sorted(directory.glob("*.yaml")):
+            try:
+                spec = ModelSpec.model_validate(yaml.safe_load(path.read_text()))
+            except Exception as exc:  # name the file: a catalog error is a config error
+                raise ValueError(f"invalid model file {path}: {exc}") from exc
+            if spec.enabled or include_disabled:
+                specs.append(spec)
+        return cls(specs)
+
+    def names(self) -> list[str]:
+        return list(self.specs)
+
+    def get(self, name: str) -> ModelSpec | None:
+        return self.specs.get(name)
+
+    def default_name(self, preferred: str | None = None) -> str:
+        if preferred:
+            if preferred not in self.specs:
+                raise ValueError(f"default model {preferred!r} is not in the catalog")
+            return preferred
+        if not self.specs:
+            raise ValueError("the model catalog has no enabled model")
+        return next(iter(self.specs))

@@ -1,0 +1,181 @@
+"""Inference as the ingress sees it: resolve a model, apply its defaults, use the
+cache, call the model deployment through its handle, and map Serve's failures
+to API errors (back-pressure -> 503 + Retry-After; a bad request -> 400).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+from sutazai.cache import ResponseCache
+from sutazai.catalog import ModelCatalog, ModelSpec
+from sutazai.errors import APIError, unavailable
+from sutazai.schemas.engine import (
+    ChatMessage,
+    EngineError,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationResult,
+)
+
+logger = logging.getLogger("sutazai.inference")
+
+
+class ModelClient(Protocol):
+    """How the ingress talks to one model deployment, whatever its engine."""
+
+    spec: ModelSpec
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
+
+    async def info(self) -> dict: ...
+
+
+class CPUModelClient:
+    """Calls a `deployments.llm.CPUModelServer` deployment."""
+
+    def __init__(self, spec: ModelSpec, handle: Any) -> None:
+        self.spec = spec
+        self.handle = handle
+        self.stream_handle = handle.options(stream=True)
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        return await self.handle.generate.remote(request)
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        return self.stream_handle.generate_stream.remote(request)
+
+    async def info(self) -> dict:
+        return await self.handle.info.remote()
+
+
+def model_client(spec: ModelSpec, handle: Any) -> ModelClient:
+    if spec.engine == "vllm":
+        from sutazai.engines.vllm import VLLMModelClient
+
+        return VLLMModelClient(spec, handle)
+    return CPUModelClient(spec, handle)
+
+
+class InferenceService:
+    def __init__(self, catalog: ModelCatalog, clients: dict[str, ModelClient], cache: ResponseCache, *,
+                 default_model: str | None, retry_after_s: int) -> None:
+        self.catalog = catalog
+        self.clients = clients
+        self.cache = cache
+        self.default_model = catalog.default_name(default_model)
+        self.retry_after_s = retry_after_s
+
+    def resolve(self, name: str | None) -> ModelClient:
+        name = name or self.default_model
+        client = self.clients.get(name)
+        if client is None:
+            raise APIError(404, "model_not_found", f"model {name!r} is not served; see GET /api/v1/models")
+        return client
+
+    @staticmethod
+    def build_request(spec: ModelSpec, *, messages: list[ChatMessage] | None = None, prompt: str | None = None,
+                      max_tokens: int | None, temperature: float | None, top_p: float | None,
+                      stop: list[str], seed: int | None, request_id: str | None) -> GenerationRequest:
+        defaults = spec.sampling
+        return GenerationRequest(
+            messages=messages,
+            prompt=prompt,
+            max_tokens=max_tokens if max_tokens is not None else defaults.max_tokens,
+            temperature=temperature if temperature is not None else defaults.temperature,
+            top_p=top_p if top_p is not None else defaults.top_p,
+            stop=stop,
+            seed=seed,
+            request_id=request_id,
+        )
+
+    def _api_error(self, exc: BaseException, model: str) -> APIError:
+        if isinstance(exc, APIError):
+            return exc
+        if isinstance(exc, EngineError):
+            return APIError(400, exc.code, exc.message)
+        if isinstance(exc, BackPressureError):
+            return unavailable(f"model {model} is at capacity; retry later", self.retry_after_s)
+        if isinstance(exc, DeploymentUnavailableError):
+            return unavailable(f"model {model} is unavailable", self.retry_after_s)
+        logger.error("model %s failed: %r", model, exc)
+        return unavailable(f"model {model} failed to answer", self.retry_after_s)
+
+    async def complete(self, client: ModelClient, request: GenerationRequest) -> tuple[GenerationResult, bool]:
+        """The result and whether it came from the cache."""
+        name = client.spec.name
+        cached = await self.cache.get(name, request)
+        if cached is not None:
+            return cached, True
+        try:
+            result = await client.generate(request)
+        except Exception as exc:
+            raise self._api_error(exc, name) from None
+        await self.cache.put(name, request, result)
+        return result, False
+
+    async def open_stream(self, client: ModelClient, request: GenerationRequest) -> tuple[AsyncIterator[GenerationChunk], bool]:
+        """Starts a stream and waits for its first chunk, so that a refusal
+        (capacity, bad request) is an HTTP status, not an error inside the stream."""
+        name = client.spec.name
+        cached = await self.cache.get(name, request)
+        if cached is not None:
+            return _replay(cached), True
+        stream = client.stream(request)
+        try:
+            first = await stream.__anext__()
+        except StopAsyncIteration:
+            raise unavailable(f"model {name} ended the stream early", self.retry_after_s) from None
+        except Exception as exc:
+            raise self._api_error(exc, name) from None
+        return self._continue(client, request, first, stream), False
+
+    async def _continue(self, client: ModelClient, request: GenerationRequest, first: GenerationChunk,
+                        rest: AsyncIterator[GenerationChunk]) -> AsyncIterator[GenerationChunk]:
+        parts: list[str] = []
+        chunk = first
+        try:
+            while True:
+                parts.append(chunk.text)
+                yield chunk
+                if chunk.usage is not None:
+                    result = GenerationResult(text="".join(parts), finish_reason=chunk.finish_reason, usage=chunk.usage)
+                    await self.cache.put(client.spec.name, request, result)
+                    return
+                try:
+                    chunk = await rest.__anext__()
+                except StopAsyncIteration:
+                    return
+                except Exception as exc:
+                    raise self._api_error(exc, client.spec.name) from None
+        finally:
+            cancel = getattr(rest, "cancel", None)
+            if cancel is not None and chunk.usage is None:
+                cancel()  # the client went away: free the model's slot
+
+    async def batch(self, client: ModelClient, requests: list[GenerationRequest], concurrency: int) -> list[tuple[GenerationResult | None, bool, APIError | None]]:
+        """Runs requests concurrently (at most `concurrency` at once); one failure does not fail the rest."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(request: GenerationRequest):
+            async with gate:
+                try:
+                    result, cached = await self.complete(client, request)
+                    return result, cached, None
+                except APIError as exc:
+                    return None, False, exc
+
+        return await asyncio.gather(*(one(r) for r in requests))
+
+
+async def _replay(result: GenerationResult) -> AsyncIterator[GenerationChunk]:
+    if result.text:
+        yield GenerationChunk(text=result.text)
+    yield GenerationChunk(finish_reason=result.finish_reason, usage=result.usage)

@@ -1,0 +1,76 @@
+"""What the ingress sends to a model deployment and gets back (pickled over Ray)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class ChatMessage(BaseModel):
+    role: Role
+    content: str
+
+
+class GenerationRequest(BaseModel):
+    """Exactly one of `messages` (chat, rendered with the model's template) or `prompt` (raw)."""
+
+    messages: list[ChatMessage] | None = None
+    prompt: str | None = None
+    max_tokens: int = Field(ge=1)
+    temperature: float = Field(ge=0.0, le=2.0)
+    top_p: float = Field(gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+    request_id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "GenerationRequest":
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of messages or prompt")
+        return self
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_dict(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+class GenerationChunk(BaseModel):
+    """One piece of a stream; the last one has `finish_reason` and `usage`."""
+
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+class GenerationResult(BaseModel):
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+
+
+class EngineError(Exception):
+    """A request the engine cannot serve (e.g. prompt longer than the context); maps to 400."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __reduce__(self):  # keep code/message when Ray pickles it across processes
+        return (EngineError, (self.code, self.message))

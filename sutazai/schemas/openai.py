@@ -1,0 +1,86 @@
+"""The OpenAI protocol subset we serve: chat completions, completions, models.
+
+Unknown fields are accepted and ignored (clients send many), but the ones we
+read are validated; features we do not serve (n > 1, tools) are refused with
+a clear 4xx rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class OpenAIMessage(_Lenient):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ValueError("only text content parts are supported")
+            parts.append(part["text"])
+        return "".join(parts)
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool = False
+
+
+class _SamplingFields(_Lenient):
+    model: str = Field(min_length=1, max_length=64)
+    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    n: int = Field(default=1, ge=1, le=1, description="only n=1 is served")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value):
+        if value is None:
+            return []
+        value = [value] if isinstance(value, str) else value
+        if len(value) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return value
+
+
+class ChatCompletionRequest(_SamplingFields):
+    messages: list[OpenAIMessage] = Field(min_length=1, max_length=512)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
+    tools: list[dict] | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, value):
+        if value:
+            raise ValueError("tool calling is not served on this endpoint yet")
+        return value
+
+
+class CompletionRequest(_SamplingFields):
+    prompt: str | list[str] = Field(min_length=1)
+    echo: bool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompts(cls, value):
+        prompts = [value] if isinstance(value, str) else value
+        if not prompts or len(prompts) > 64 or any(not p for p in prompts):
+            raise ValueError("prompt must be a non-empty string or 1-64 non-empty strings")
+        return value
