@@ -117,16 +117,16 @@ def load_config(path: str | Path) -> MCPConfig:
     return config
 
 
-def placeholder_values(data_dir: str | Path, config_dir: str | Path) -> dict[str, str]:
-    """Values for the built-in placeholders, computed in the process that spawns the server."""
+def shared_placeholders(data_dir: str | Path, config_dir: str | Path) -> dict[str, str]:
+    """Placeholders the gateway decides for the whole cluster: the data folder and the config folder."""
+    return {"DATA_DIR": str(Path(data_dir).expanduser().resolve()), "CONFIG_DIR": str(config_dir)}
+
+
+def local_placeholders() -> dict[str, str]:
+    """Placeholders only the spawning process knows: its interpreter and where the code is."""
     from sutazai.settings import PROJECT_ROOT
 
-    return {
-        "PYTHON": sys.executable,
-        "PROJECT_ROOT": str(PROJECT_ROOT),
-        "DATA_DIR": str(Path(data_dir).expanduser().resolve()),
-        "CONFIG_DIR": str(config_dir),
-    }
+    return {"PYTHON": sys.executable, "PROJECT_ROOT": str(PROJECT_ROOT)}
 
 
 def expand(text: str, values: dict[str, str]) -> str:

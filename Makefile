@@ -1,0 +1,34 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml cluster/mcp/package-lock.json 2>/dev/null | sha1sum | cut -c1-12)
+
+.PHONY: run test install bench stop clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) install -q -e ".[test]"
+	@if [ -f cluster/mcp/package.json ]; then npm ci --prefix cluster/mcp --no-audit --no-fund --loglevel=error; fi
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/sutazai run
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(PY) bench/llm_throughput.py
+
+stop:
+	$(VENV)/bin/sutazai stop
+
+clean:
+	rm -rf $(VENV) .data

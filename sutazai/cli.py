@@ -1,0 +1,119 @@
+"""`sutazai run`: the whole app on one machine, `serve run`-style.
+
+Starts what is missing (embedded Postgres and Redis when their URLs are unset,
+a local Ray head when RAY_ADDRESS is unset), deploys the Serve application and
+stays in the foreground; Ctrl-C tears everything down again.
+`sutazai stop` cleans up after a run that was killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from sutazai.settings import Settings
+
+logger = logging.getLogger("sutazai.cli")
+
+
+def _ray_bin() -> str:
+    return os.path.join(os.path.dirname(sys.executable), "ray")
+
+
+def start_ray_head(settings: Settings, env: dict[str, str]) -> str:
+    """A local head on a port that is not Redis's; workers inherit `env`."""
+    address = f"127.0.0.1:{settings.ray_port}"
+    cmd = [
+        _ray_bin(), "start", "--head",
+        "--node-ip-address", "127.0.0.1",
+        "--port", str(settings.ray_port),
+        "--dashboard-host", "127.0.0.1",
+        "--dashboard-port", str(settings.dashboard_port),
+        "--metrics-export-port", str(settings.metrics_export_port),
+        "--disable-usage-stats",
+    ]
+    subprocess.run(cmd, check=True, env={**os.environ, **env, "RAY_USAGE_STATS_ENABLED": "0"})
+    return address
+
+
+def stop_ray() -> None:
+    subprocess.run([_ray_bin(), "stop", "--force"], check=False)
+
+
+def deploy(settings: Settings, env: dict[str, str]) -> None:
+    from ray import serve
+
+    from deployments.app import build_app
+
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_app({"env": env}), name=settings.app_name, route_prefix="/", blocking=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    import ray
+
+    from sutazai.embedded import start_missing
+
+    settings = Settings()
+    if args.port:
+        settings.port = args.port
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    servers = start_missing(settings.data_dir, settings.database_url, settings.redis_url)
+    env = {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url,
+           "SUTAZAI_DATA_DIR": str(settings.data_dir)}
+    own_ray = not settings.ray_address
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        address = start_ray_head(settings, env) if own_ray else settings.ray_address
+        ray.init(address=address, namespace="sutazai", logging_level=logging.WARNING)
+        started = time.perf_counter()
+        deploy(settings, env)
+        print(f"\nSutazAI is up in {time.perf_counter() - started:.1f}s\n"
+              f"  API        http://{settings.host}:{settings.port}  (docs: /docs)\n"
+              f"  Dashboard  http://127.0.0.1:{settings.dashboard_port}\n"
+              f"  Postgres   {servers.database_url}\n  Redis      {servers.redis_url}\n"
+              "Ctrl-C stops everything.", flush=True)
+        stop.wait()
+    finally:
+        print("stopping...", flush=True)
+        try:
+            from ray import serve
+
+            serve.shutdown()
+        except Exception as exc:
+            logger.warning("serve shutdown: %s", exc)
+        ray.shutdown()
+        if own_ray:
+            stop_ray()
+        servers.stop()
+    return 0
+
+
+def stop(_: argparse.Namespace) -> int:
+    stop_ray()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="sutazai")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="start the whole app locally (embedded default)")
+    run_parser.add_argument("--port", type=int, default=None, help="HTTP port (default 8000)")
+    run_parser.set_defaults(func=run)
+    stop_parser = sub.add_parser("stop", help="stop a local Ray head left running")
+    stop_parser.set_defaults(func=stop)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
