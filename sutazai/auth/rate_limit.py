@@ -54,6 +54,7 @@ class Decision:
     remaining: int
     reset_s: int  # seconds until the current window ends
     backend: str  # "redis" or "memory"
+    used: int = 0  # count in the deciding bucket, this one included
 
     def headers(self, suffix: str = "") -> dict[str, str]:
         """X-RateLimit-* headers (Reset is in seconds from now), plus Retry-After when refused."""
@@ -67,7 +68,7 @@ class Decision:
         return headers
 
 
-UNLIMITED = Decision(True, 0, 0, 0, "none")
+UNLIMITED = Decision(True, 0, 0, 0, "none", 0)
 
 
 def rate_limited(decision: Decision, message: str, *, code: str = "rate_limited", suffix: str = "") -> APIError:
@@ -203,7 +204,7 @@ def _decide(limits: list[Limit], counts: list[int], reset_s: int, backend: str, 
     worst: Decision | None = None
     for lim, count in zip(limits, counts):
         allowed = count <= lim.limit if inclusive else count < lim.limit
-        decision = Decision(allowed, lim.limit, max(0, lim.limit - count), reset_s, backend)
+        decision = Decision(allowed, lim.limit, max(0, lim.limit - count), reset_s, backend, count)
         if worst is None or (worst.allowed and not decision.allowed) or (
             worst.allowed == decision.allowed and decision.remaining < worst.remaining
         ):

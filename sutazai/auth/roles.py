@@ -3,7 +3,8 @@
 admin > user > viewer. A route declares the least role it needs; a higher role
 passes too. Viewers are read-only: routes that change anything need "user".
 API keys carry scopes that can only narrow what the owner's role allows:
-"read" acts like viewer, "write" like user, "admin" like admin.
+"read" acts like viewer, "write" like user, "admin" like admin; like roles,
+a higher scope includes the lower ones ("write" can also read).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ _RANK = {VIEWER: 0, USER: 1, ADMIN: 2}
 
 # The scope an API key needs to act at a given role level.
 SCOPE_FOR_ROLE = {VIEWER: "read", USER: "write", ADMIN: "admin"}
+ROLE_FOR_SCOPE = {scope: role for role, scope in SCOPE_FOR_ROLE.items()}
 SCOPES = ("read", "write", "admin")
 DEFAULT_KEY_SCOPES = ("read", "write")  # "admin" must be asked for explicitly
 
