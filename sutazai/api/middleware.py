@@ -1,5 +1,8 @@
-"""Request ids: taken from `X-Request-ID` when it is sane, made up otherwise,
-echoed on every response and written in the access log line."""
+"""Request ids on every response and in the access log line.
+
+Under Serve the proxy already assigns one (from a client's `X-Request-ID` or a
+new one) and echoes it; we reuse it. Outside Serve (plain ASGI) we do both here.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,15 @@ logger = logging.getLogger("sutazai.access")
 _SANE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def _serve_request_id() -> str | None:
+    try:
+        from ray.serve.context import _get_serve_request_context
+
+        return _get_serve_request_context().request_id or None
+    except Exception:
+        return None
+
+
 class RequestIdMiddleware:
     """Pure ASGI (not BaseHTTPMiddleware) so streaming responses pass through untouched."""
 
@@ -21,8 +33,9 @@ class RequestIdMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        serve_id = _serve_request_id()
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _SANE.match(incoming) else uuid.uuid4().hex
+        request_id = serve_id or (incoming if _SANE.match(incoming) else uuid.uuid4().hex)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
@@ -31,14 +44,15 @@ class RequestIdMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode())]
+            if message["type"] == "http.response.start" and not serve_id:
+                message["headers"] = list(message.get("headers", [])) + [(b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            logger.info(
-                "%s %s %s %.1fms request_id=%s",
-                scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000, request_id,
-            )
+            if not serve_id:  # Serve's replica log already has an access line with the id
+                logger.info(
+                    "%s %s %s %.1fms request_id=%s",
+                    scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000, request_id,
+                )

@@ -32,22 +32,24 @@ def _title_from(text: str, limit: int = 60) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+_CONVERSATION_COLUMNS = """c.id, c.title, c.model, c.created_at, c.updated_at,
+    (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count"""
+
+
 class ConversationStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
     async def get(self, conversation_id: uuid.UUID) -> Conversation | None:
         row = await self.pool.fetchrow(
-            """SELECT c.*, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count
-               FROM conversations c WHERE c.id = $1""",
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = $1",
             conversation_id,
         )
         return Conversation(**dict(row)) if row else None
 
     async def list(self, *, limit: int, offset: int) -> tuple[list[Conversation], int]:
         rows = await self.pool.fetch(
-            """SELECT c.*, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count
-               FROM conversations c ORDER BY c.updated_at DESC, c.id LIMIT $1 OFFSET $2""",
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c ORDER BY c.updated_at DESC, c.id LIMIT $1 OFFSET $2",
             limit,
             offset,
         )
