@@ -42,7 +42,7 @@ class _SamplingFields(_Lenient):
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(default_factory=list)
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     n: int = Field(default=1, ge=1, le=1, description="only n=1 is served")
     stream: bool = False
