@@ -15,6 +15,7 @@ retried by Ray or by the actor: a tool call may have side effects.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -58,12 +59,13 @@ def _setup_logging() -> None:
         root.propagate = False
 
 
-def _pump_stderr(fd: int, log: logging.Logger) -> None:
+def _pump_stderr(fd: int, log: logging.Logger, tail: collections.deque) -> None:
     """Copy the server's stderr into the actor's log, line by line, until the pipe closes."""
     with open(fd, "r", encoding="utf-8", errors="replace") as pipe:
         for line in pipe:
             if line.strip():
                 log.info("%s", line.rstrip())
+                tail.append(line.strip()[:500])
 
 
 def _find_child(mark: str, before: set[int]) -> psutil.Process | None:
@@ -129,6 +131,7 @@ class MCPProcess:
         self._last_error: str | None = None
         self._ready_since: float | None = None
         self._in_flight = 0
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=3)  # for last_error
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()  # the serving loop should look: died, restart asked, stop
         self._restart_asked = False
@@ -154,6 +157,10 @@ class MCPProcess:
                 await self._serve_once()
             except Exception as exc:  # a failed start: bad command, crash during initialize, timeout
                 self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if not _alive(self._proc):
+                    self._last_error += f" (server process {self.pid} exited)"
+                if self._stderr_tail:
+                    self._last_error += f"; its stderr ended with: {self._stderr_tail[-1]}"
                 self.log.error("MCP server %r failed: %s", self.name, self._last_error)
             finally:
                 self._mark_down()
@@ -195,7 +202,8 @@ class MCPProcess:
             command=config.command, args=config.args, env={**config.env, SPAWN_MARK: mark}, cwd=config.cwd
         )
         read_fd, write_fd = os.pipe()
-        threading.Thread(target=_pump_stderr, args=(read_fd, self.log), daemon=True, name=f"mcp-{self.name}-stderr").start()
+        self._stderr_tail.clear()
+        threading.Thread(target=_pump_stderr, args=(read_fd, self.log, self._stderr_tail), daemon=True, name=f"mcp-{self.name}-stderr").start()
         async with contextlib.AsyncExitStack() as stack:
             with open(write_fd, "w") as errlog:  # the child holds its own copy of the write end
                 before = {p.pid for p in psutil.Process().children()}
@@ -231,6 +239,8 @@ class MCPProcess:
                 return
             if not _alive(self._proc) or self._wake.is_set():
                 self._last_error = f"server process {self.pid} exited"
+                if self._stderr_tail:
+                    self._last_error += f"; its stderr ended with: {self._stderr_tail[-1]}"
                 self.log.error("MCP server %r: %s", self.name, self._last_error)
                 return
 
@@ -396,6 +406,7 @@ class MCPProcess:
             "name": self.name,
             "status": self._status,
             "pid": self.pid if self._status == "ready" else None,
+            "actor_pid": os.getpid(),
             "restarts": self._restarts,
             "tools": len(self._tools),
             "last_error": self._last_error,
@@ -411,11 +422,11 @@ class MCPProcess:
         return f"MCP server {self.name!r} is {self._status}, not ready within {timeout:g} s{why}"
 
 
-def get_or_create(name: str, server: ServerConfig, values: dict[str, str]):
+def get_or_create(name: str, server: ServerConfig, values: dict[str, str], namespace: str = NAMESPACE):
     """The named detached actor for a server, created on first use (`get_if_exists` makes it race-free)."""
     options: dict[str, Any] = dict(
         name=actor_name(name),
-        namespace=NAMESPACE,
+        namespace=namespace,
         lifetime="detached",
         get_if_exists=True,
         max_restarts=ACTOR_MAX_RESTARTS,

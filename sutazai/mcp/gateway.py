@@ -68,19 +68,20 @@ class MCPGateway:
         self.retry_after = str(settings.retry_after_s)
 
     @classmethod
-    async def connect(cls, settings: Settings, *, timeout_s: float = 30.0) -> "MCPGateway":
+    async def connect(cls, settings: Settings, *, timeout_s: float = 30.0, namespace: str | None = None) -> "MCPGateway":
         """Get or create one detached actor per enabled server and hand it the current config.
 
         Servers start in the background; this returns once every actor has been
-        reached (or `timeout_s`), not when every server is ready.
+        reached (or `timeout_s`), not when every server is ready. `namespace`
+        (default "sutazai") keeps separate deployments or test runs apart.
         """
-        from cluster.mcp_process import get_or_create
+        from cluster.mcp_process import NAMESPACE, get_or_create
 
         config = load_config(settings.mcp_config)
         values = shared_placeholders(settings.data_dir, config.config_dir)
         actors = {}
         for name, server in config.enabled().items():
-            actors[name] = await asyncio.to_thread(get_or_create, name, server, values)
+            actors[name] = await asyncio.to_thread(get_or_create, name, server, values, namespace or NAMESPACE)
         gateway = cls(settings, config, actors)
         futures = {
             name: _as_future(actor.configure.remote(config.mcp_servers[name].model_dump(), values))
@@ -179,12 +180,15 @@ class MCPGateway:
 
     async def shutdown(self) -> None:
         """Stop every server and end its actor (detached actors outlive the app otherwise)."""
-        for name, actor in self.actors.items():
+
+        async def one(name: str, actor) -> None:
             try:
                 await asyncio.wait_for(_as_future(actor.stop.remote()), 15)
             except Exception as exc:
                 logger.warning("stopping MCP server %r: %s", name, _message(exc))
             ray.kill(actor, no_restart=True)
+
+        await asyncio.gather(*(one(name, actor) for name, actor in self.actors.items()))
 
     # ---- helpers --------------------------------------------------------
 
@@ -245,9 +249,9 @@ class MCPGateway:
             if not isinstance(cause, ServerUnavailable):
                 raise
             message = str(cause)
-            self._listings.pop(name, None)
         except RayActorError as exc:
             message = f"MCP process actor for {name!r} is not reachable ({type(exc).__name__}); Ray is restarting it"
+        self._listings.pop(name, None)  # list the tools again once it is back
         raise APIError(503, "unavailable", message, headers={"Retry-After": self.retry_after})
 
 

@@ -1,0 +1,217 @@
+"""MCPGateway -> named Ray actor -> stdio MCP server, with real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from sutazai.errors import APIError
+
+
+async def wait_until(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+# ---- listing -------------------------------------------------------------------------
+
+
+async def test_each_running_server_reports_ready_with_its_process_id_and_tools(gateway, status):
+    time_server = await status("time")
+    assert time_server["status"] == "ready"
+    assert time_server["pid"] and psutil.pid_exists(time_server["pid"])
+    assert time_server["tools"] == 2
+    assert time_server["server_info"]["name"] == "mcp-time"
+
+
+async def test_a_disabled_server_is_listed_as_disabled(status):
+    assert (await status("off"))["status"] == "disabled"
+
+
+async def test_tools_come_with_their_input_schemas(gateway):
+    tools = {t["name"]: t for t in await gateway.tools("time")}
+    assert set(tools) == {"get_current_time", "convert_time"}
+    assert "timezone" in tools["get_current_time"]["input_schema"]["properties"]
+
+
+# ---- calls ---------------------------------------------------------------------------
+
+
+async def test_the_python_time_server_answers_a_tool_call(gateway):
+    result = await gateway.execute("time", "get_current_time", {"timezone": "Asia/Tokyo"}, "user")
+    assert result["is_error"] is False
+    assert result["structured_content"]["timezone"] == "Asia/Tokyo"
+    assert "+09:00" in result["text"]
+
+
+async def test_the_npm_filesystem_server_writes_and_reads_a_file_in_the_data_folder(gateway, mcp_settings):
+    path = mcp_settings.data_dir / "files" / "note.txt"
+    written = await gateway.execute("filesystem", "write_file", {"path": str(path), "content": "hello from a test"}, "user")
+    assert written["is_error"] is False
+    assert path.read_text() == "hello from a test"
+    read = await gateway.execute("filesystem", "read_text_file", {"path": str(path)}, "user")
+    assert read["text"] == "hello from a test"
+
+
+async def test_fifty_concurrent_calls_all_succeed(gateway):
+    zones = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Sydney"] * 10
+    results = await asyncio.gather(*(gateway.execute("time", "get_current_time", {"timezone": z}, "user") for z in zones))
+    assert [r["structured_content"]["timezone"] for r in results] == zones
+
+
+async def test_a_tool_that_fails_returns_is_error_with_the_servers_message(gateway):
+    result = await gateway.execute("time", "get_current_time", {"timezone": "Mars/Olympus_Mons"}, "user")
+    assert result["is_error"] is True
+    assert "Mars/Olympus_Mons" in result["text"]
+
+
+async def test_the_filesystem_server_refuses_paths_outside_its_data_folder(gateway):
+    result = await gateway.execute("filesystem", "read_text_file", {"path": "/etc/passwd"}, "user")
+    assert result["is_error"] is True
+    assert "denied" in result["text"].lower()
+
+
+# ---- refusals before the call ----------------------------------------------------------
+
+
+async def test_arguments_that_violate_the_input_schema_are_a_422(gateway):
+    with pytest.raises(APIError) as err:
+        await gateway.execute("time", "get_current_time", {"timezone": 42}, "user")
+    assert (err.value.status_code, err.value.code) == (422, "validation_error")
+    assert "timezone" in err.value.message
+    assert err.value.details[0]["loc"] == ["arguments", "timezone"]
+
+
+async def test_a_missing_required_argument_is_a_422(gateway):
+    with pytest.raises(APIError) as err:
+        await gateway.execute("time", "convert_time", {"time": "12:00"}, "user")
+    assert err.value.status_code == 422
+    assert "source_timezone" in err.value.message
+
+
+async def test_a_role_not_listed_for_the_server_is_a_403(gateway):
+    with pytest.raises(APIError) as err:
+        await gateway.execute("time", "get_current_time", {"timezone": "UTC"}, "viewer")
+    assert (err.value.status_code, err.value.code) == (403, "forbidden")
+    with pytest.raises(APIError) as err:
+        await gateway.execute("everything", "echo", {"message": "hi"}, "user")  # admin-only server
+    assert err.value.status_code == 403
+
+
+async def test_an_unknown_server_is_a_404_that_names_the_known_ones(gateway):
+    with pytest.raises(APIError) as err:
+        await gateway.execute("weather", "forecast", {}, "user")
+    assert (err.value.status_code, err.value.code) == (404, "not_found")
+    assert "'weather'" in err.value.message and "time" in err.value.message
+
+
+async def test_an_unknown_tool_is_a_404_that_names_the_servers_tools(gateway):
+    with pytest.raises(APIError) as err:
+        await gateway.execute("time", "set_time", {}, "user")
+    assert err.value.status_code == 404
+    assert "set_time" in err.value.message and "get_current_time" in err.value.message
+
+
+async def test_a_disabled_server_is_a_404_saying_so(gateway):
+    with pytest.raises(APIError) as err:
+        await gateway.execute("off", "get_current_time", {"timezone": "UTC"}, "user")
+    assert err.value.status_code == 404 and "disabled" in err.value.message
+
+
+# ---- failures of the server ---------------------------------------------------------------
+
+
+async def test_killing_the_server_fails_the_in_flight_call_with_503_and_the_next_call_succeeds(gateway, status):
+    before = await status("everything")
+    slow = asyncio.create_task(
+        gateway.execute("everything", "trigger-long-running-operation", {"duration": 30, "steps": 3}, "admin")
+    )
+
+    async def in_flight():
+        return (await status("everything"))["in_flight"] == 1
+
+    await wait_until(in_flight)
+    os.kill(before["pid"], signal.SIGKILL)
+    with pytest.raises(APIError) as err:
+        await asyncio.wait_for(slow, timeout=5)
+    assert (err.value.status_code, err.value.code) == (503, "unavailable")
+    assert "stopped while 'trigger-long-running-operation' was running" in err.value.message
+    assert err.value.headers == {"Retry-After": "2"}
+
+    echoed = await gateway.execute("everything", "echo", {"message": "back again"}, "admin")
+    assert "back again" in echoed["text"]
+    after = await status("everything")
+    assert after["pid"] != before["pid"]
+    assert after["restarts"] == before["restarts"] + 1
+    assert f"server process {before['pid']} exited" in after["last_error"]
+
+
+async def test_a_call_past_its_timeout_is_a_503_and_the_server_keeps_serving(gateway, status):
+    with pytest.raises(APIError) as err:
+        await gateway.execute(
+            "everything", "trigger-long-running-operation", {"duration": 5, "steps": 5}, "admin", timeout=0.3
+        )
+    assert err.value.status_code == 503
+    assert "did not finish within 0.3 s" in err.value.message
+    assert (await status("everything"))["in_flight"] == 0
+    assert (await gateway.execute("everything", "get-sum", {"a": 2, "b": 3}, "admin"))["is_error"] is False
+
+
+async def test_a_server_that_cannot_start_is_failed_and_calls_get_a_503_with_its_last_error(gateway, status):
+    broken = await status("broken")
+    assert broken["status"] == "failed"
+    assert broken["restarts"] == 1  # max_restarts: 1, then it gives up
+    with pytest.raises(APIError) as err:
+        await gateway.execute("broken", "anything", {}, "user")
+    assert err.value.status_code == 503
+    assert "failed" in err.value.message and "broken on purpose" in err.value.message
+
+
+async def test_an_admin_restart_starts_a_new_process_that_serves_calls(gateway, status):
+    before = await status("time")
+    after = await gateway.restart("time")
+    assert after["status"] == "ready"
+    assert after["pid"] != before["pid"]
+    assert gone(before["pid"])
+    assert after["generation"] == before["generation"] + 1
+    result = await gateway.execute("time", "get_current_time", {"timezone": "UTC"}, "user")
+    assert result["is_error"] is False
+
+
+async def test_when_the_actor_process_dies_ray_restarts_it_and_its_server_comes_back(gateway, status):
+    before = await status("filesystem")
+    os.kill(before["actor_pid"], signal.SIGKILL)
+
+    async def served_again():
+        try:
+            return not (await gateway.execute("filesystem", "list_allowed_directories", {}, "user"))["is_error"]
+        except APIError as exc:
+            assert exc.status_code == 503  # while Ray restarts the actor
+            return False
+
+    await wait_until(served_again, timeout=30)
+    after = await status("filesystem")
+    assert after["actor_pid"] != before["actor_pid"] and after["pid"] != before["pid"]
+    await wait_until(lambda: asyncio.sleep(0, gone(before["pid"])), timeout=5)  # the old server saw stdin close
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def test_health_reports_each_server_with_a_ping_latency(gateway):
+    health = await gateway.health()
+    assert health["time"]["status"] == "ready"
+    assert 0 < health["time"]["latency_ms"] < 3000
+    assert health["time"]["ping_ms"] is not None
+    assert health["broken"]["status"] == "failed"
