@@ -1,0 +1,50 @@
+"""The limiter's counting rules, on the in-memory backend (no Redis needed)."""
+
+from __future__ import annotations
+
+from sutazai.auth.rate_limit import REQUESTS, Limit, RateLimiter
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_request_after_the_limit_is_refused_with_retry_after():
+    clock = Clock(6000 + 15)  # 15 s into a window
+    limiter = RateLimiter(None, clock=clock)
+    decisions = [await limiter.hit(REQUESTS, [Limit("user:a", 3)]) for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.remaining for d in decisions] == [2, 1, 0, 0]
+    refused = decisions[-1]
+    assert refused.backend == "memory" and refused.reset_s == 45
+    assert refused.headers()["Retry-After"] == "45"
+
+
+async def test_a_new_window_starts_from_zero():
+    clock = Clock(6000)
+    limiter = RateLimiter(None, clock=clock)
+    for _ in range(2):
+        await limiter.hit(REQUESTS, [Limit("user:a", 2)])
+    assert not (await limiter.hit(REQUESTS, [Limit("user:a", 2)])).allowed
+    clock.now += 60
+    assert (await limiter.hit(REQUESTS, [Limit("user:a", 2)])).allowed
+
+
+async def test_the_most_constrained_bucket_decides():
+    limiter = RateLimiter(None, clock=Clock(6000))
+    limits = [Limit("user:a", 100), Limit("key:k", 1)]
+    assert (await limiter.hit(REQUESTS, limits)).allowed
+    refused = await limiter.hit(REQUESTS, limits)
+    assert not refused.allowed and refused.limit == 1
+
+
+async def test_check_counts_nothing_and_add_spends():
+    limiter = RateLimiter(None, clock=Clock(6000))
+    limits = [Limit("user:a", 10)]
+    assert (await limiter.check("tok", limits)).remaining == 10
+    await limiter.add("tok", limits, 10)
+    assert not (await limiter.check("tok", limits)).allowed
