@@ -1,0 +1,48 @@
+"""An overloaded model answers 503 with Retry-After instead of hanging.
+
+A second, deliberately tiny deployment of the real model (one request running,
+one queued) is hit concurrently through the same API factory as the ingress."""
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from ray import serve
+
+from deployments.llm import CPUModelServer
+from sutazai.api.app import build_api
+from sutazai.catalog import ModelCatalog, ModelSpec
+from sutazai.services import build_services
+from sutazai.settings import Settings
+
+
+@pytest.fixture(scope="module")
+async def tiny_model_api(serve_app, app_env):
+    base = ModelCatalog.load(Settings().models_dir).get("gemma3-270m").model_dump()
+    gguf = Path(app_env["SUTAZAI_DATA_DIR"]) / "models" / "gemma3-270m.gguf"
+    spec = ModelSpec.model_validate(base | {"name": "tiny", "source": {"path": str(gguf)},
+                                            "cpu": {"slots": 1, "threads_per_slot": 1}})
+    handle = serve.run(
+        CPUModelServer.options(name="llm-tiny", num_replicas=1, max_ongoing_requests=1, max_queued_requests=1,
+                               ray_actor_options={"num_cpus": 0.5}).bind(spec.model_dump()),
+        name="backpressure", route_prefix=None,
+    )
+    settings = Settings(database_url=app_env["DATABASE_URL"], redis_url=app_env["REDIS_URL"], cache_enabled=False,
+                        mcp_enabled=False)
+    services = await build_services(settings, ModelCatalog([spec]), {"tiny": handle})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_api(services)), base_url="http://app",
+                                 timeout=120) as client:
+        yield client
+    await services.close()
+    serve.delete("backpressure")
+
+
+async def test_requests_beyond_the_queue_get_503_with_retry_after(tiny_model_api):
+    payload = {"prompt": "Once upon a time", "max_tokens": 48, "seed": 1}
+    responses = await asyncio.gather(*(tiny_model_api.post("/api/v1/generate", json=payload) for _ in range(6)))
+    statuses = sorted(r.status_code for r in responses)
+    assert 200 in statuses and 503 in statuses, statuses
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.headers["retry-after"] == "2"
+    assert refused.json()["error"]["code"] == "unavailable" and "capacity" in refused.json()["error"]["message"]
