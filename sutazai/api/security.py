@@ -41,6 +41,7 @@ HSTS = "max-age=31536000; includeSubDomains"
 CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "X-Request-ID"]
 CORS_EXPOSE_HEADERS = [
     "X-Request-ID",
+    "WWW-Authenticate",
     "Retry-After",
     "X-RateLimit-Limit",
     "X-RateLimit-Remaining",

@@ -195,10 +195,17 @@ def _requirement(dependant) -> str:
 
 def route_requirements(app: FastAPI) -> dict[tuple[str, str], str]:
     """(method, path) -> "public", "authenticated", or the least role each route requires."""
+    try:  # FastAPI >= 0.16x keeps included routers lazy; this resolves them with their dependencies
+        from fastapi.routing import iter_route_contexts
+
+        routes = list(iter_route_contexts(app.routes))
+    except ImportError:
+        routes = list(app.routes)
     out = {}
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            requirement = _requirement(route.dependant)
-            for method in route.methods:
-                out[(method, route.path)] = requirement
+    for route in routes:
+        if not isinstance(getattr(route, "original_route", route), APIRoute):
+            continue
+        requirement = _requirement(route.dependant)
+        for method in route.methods:
+            out[(method, route.path)] = requirement
     return out

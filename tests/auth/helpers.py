@@ -8,6 +8,7 @@ driven in-process through httpx.ASGITransport.
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from types import SimpleNamespace
@@ -40,6 +41,13 @@ JWT_SECRET = "test-secret-" + "x" * 40
 RUN_ID = uuid.uuid4().hex[:10]
 REDIS_PREFIX = f"authtest-{RUN_ID}-"
 PASSWORD = "correct horse battery staple"  # every test user's password; the leak tests search for it
+
+
+def free_port() -> int:
+    """A port nothing listens on (for "Redis is down")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def database_url_named(name: str) -> str:

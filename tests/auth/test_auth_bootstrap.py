@@ -1,0 +1,103 @@
+"""The first admin (environment or CLI), startup wiring, and the migration's ownership column."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from types import SimpleNamespace
+
+import pytest
+from fastapi import FastAPI
+
+from sutazai.auth import cli, users
+from sutazai.auth.secret import SecretConfigError, jwt_secret_env
+from sutazai.auth.state import init_auth
+from sutazai.settings import Settings
+from tests.auth.helpers import PASSWORD, client_for, login, make_settings
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+async def test_ensure_admin_creates_the_admin_from_the_environment_once(database_url, pool, client):
+    name = unique("envadmin")
+    settings = make_settings(database_url, admin_username=name, admin_password="an admin passphrase")
+    assert await users.ensure_admin(pool, settings) == "created"
+    assert await users.ensure_admin(pool, settings) == "exists"
+    assert (await users.get_by_username(pool, name)).role == "admin"
+    await login(client, name, "an admin passphrase")
+
+
+async def test_ensure_admin_keeps_a_changed_password(database_url, pool, client):
+    name = unique("envadmin")
+    await users.ensure_admin(pool, make_settings(database_url, admin_username=name, admin_password="first passphrase"))
+    await asyncio.to_thread(cli.set_password, make_settings(database_url), name, "second passphrase", dsn=database_url)
+    await users.ensure_admin(pool, make_settings(database_url, admin_username=name, admin_password="first passphrase"))
+    await login(client, name, "second passphrase")
+
+
+async def test_ensure_admin_without_a_password_creates_nobody(database_url, pool):
+    name = unique("nopass")
+    assert await users.ensure_admin(pool, make_settings(database_url, admin_username=name)) == "no_password"
+    assert await users.get_by_username(pool, name) is None
+
+
+async def test_concurrent_replicas_create_the_admin_exactly_once(database_url, pool):
+    settings = make_settings(database_url, admin_username=unique("raceadmin"), admin_password="an admin passphrase")
+    results = await asyncio.gather(*(users.ensure_admin(pool, settings) for _ in range(4)))
+    assert sorted(results) == ["created", "exists", "exists", "exists"]
+
+
+async def test_cli_creates_a_user_who_can_log_in(database_url, client):
+    name = unique("cliadmin")
+    user = await asyncio.to_thread(cli.create_user, make_settings(database_url), name, PASSWORD, "admin", dsn=database_url)
+    assert user.role == "admin"
+    await login(client, name)
+
+
+async def test_cli_reports_a_taken_name_readably(database_url, new_user):
+    existing = await new_user("user")
+    with pytest.raises(cli.CLIError, match="taken"):
+        await asyncio.to_thread(cli.create_user, make_settings(database_url), existing.username, PASSWORD, "user", dsn=database_url)
+
+
+async def test_cli_without_a_database_says_so():
+    with pytest.raises(cli.CLIError, match="DATABASE_URL"):
+        cli.create_user(Settings(_env_file=None), "x", PASSWORD, "admin")
+
+
+async def test_init_auth_refuses_to_start_without_a_secret_outside_embedded_mode(database_url, pool, redis_client):
+    settings = make_settings(database_url, jwt_secret=None)
+    with pytest.raises(SecretConfigError):
+        await init_auth(FastAPI(), SimpleNamespace(settings=settings, pool=pool, redis=redis_client))
+
+
+async def test_init_auth_makes_the_app_ready(database_url, pool, redis_client, new_user):
+    app = FastAPI()
+    settings = make_settings(database_url)
+    app.state.services = SimpleNamespace(settings=settings, pool=pool, redis=redis_client)
+    from sutazai.api.auth import router
+    from sutazai.errors import install_error_handlers
+
+    install_error_handlers(app)
+    app.include_router(router)
+    await init_auth(app, app.state.services)
+    user = await new_user("user")
+    async with client_for(app) as client:
+        await login(client, user.username)
+
+
+def test_the_launcher_hands_replicas_the_embedded_secret(tmp_path):
+    embedded = Settings(_env_file=None, data_dir=tmp_path)
+    env = jwt_secret_env(embedded)
+    assert len(env["SUTAZAI_JWT_SECRET"]) >= 32 and (tmp_path / "jwt_secret").exists()
+    assert jwt_secret_env(Settings(_env_file=None, data_dir=tmp_path, DATABASE_URL="postgresql://db/x")) == {}
+
+
+async def test_conversations_gain_an_owner_column(pool, new_user):
+    user = await new_user("user")
+    conversation = uuid.uuid4()
+    await pool.execute("INSERT INTO conversations (id, title, model, user_id) VALUES ($1, 't', 'm', $2)", conversation, user.id)
+    await pool.execute("DELETE FROM users WHERE id = $1", user.id)
+    assert await pool.fetchval("SELECT count(*) FROM conversations WHERE id = $1", conversation) == 0
