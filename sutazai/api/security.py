@@ -86,6 +86,7 @@ class SecurityMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                message.setdefault("headers", [])
                 _add_headers(MutableHeaders(scope=message), state, https)
             await send(message)
 

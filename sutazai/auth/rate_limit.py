@@ -202,7 +202,7 @@ class RateLimiter:
 def _decide(limits: list[Limit], counts: list[int], reset_s: int, backend: str, *, inclusive: bool) -> Decision:
     """The most constrained bucket decides (and is the one reported in headers)."""
     worst: Decision | None = None
-    for lim, count in zip(limits, counts):
+    for lim, count in zip(limits, counts, strict=True):
         allowed = count <= lim.limit if inclusive else count < lim.limit
         decision = Decision(allowed, lim.limit, max(0, lim.limit - count), reset_s, backend, count)
         if worst is None or (worst.allowed and not decision.allowed) or (

@@ -11,8 +11,8 @@ import os
 import socket
 import time
 import uuid
-from types import SimpleNamespace
 from collections.abc import Callable
+from types import SimpleNamespace
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx

@@ -130,3 +130,12 @@ async def test_a_refused_login_burst_is_audited_once(database_url, pool, redis_c
         for _ in range(4):
             await client.post("/api/v1/auth/login", json={"username": user.username, "password": "wrong password"})
     assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'auth.login_rate_limited'") == before + 1
+
+
+async def test_a_route_with_several_auth_dependencies_counts_one_request(database_url, pool, redis_client, new_user):
+    app = build_app(make_settings(database_url, rate_limit_requests_per_minute={"user": 2}), pool, redis_client)
+    body = {"model": "test", "messages": [{"role": "user", "content": "hi"}]}
+    async with client_for(app) as client:
+        headers = bearer((await login(client, (await new_user("user")).username))["access_token"])
+        codes = [(await client.post("/v1/chat/completions", headers=headers, json=body)).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
