@@ -30,7 +30,7 @@ import ray
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED
+from mcp.types import CONNECTION_CLOSED, PaginatedRequestParams
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sutazai.mcp.config import ServerConfig, expand_server, local_placeholders
@@ -61,7 +61,7 @@ def _setup_logging() -> None:
 
 def _pump_stderr(fd: int, log: logging.Logger, tail: collections.deque) -> None:
     """Copy the server's stderr into the actor's log, line by line, until the pipe closes."""
-    with open(fd, "r", encoding="utf-8", errors="replace") as pipe:
+    with open(fd, encoding="utf-8", errors="replace") as pipe:
         for line in pipe:
             if line.strip():
                 log.info("%s", line.rstrip())
@@ -203,7 +203,10 @@ class MCPProcess:
         )
         read_fd, write_fd = os.pipe()
         self._stderr_tail.clear()
-        threading.Thread(target=_pump_stderr, args=(read_fd, self.log, self._stderr_tail), daemon=True, name=f"mcp-{self.name}-stderr").start()
+        pump = threading.Thread(
+            target=_pump_stderr, args=(read_fd, self.log, self._stderr_tail), daemon=True, name=f"mcp-{self.name}-stderr"
+        )
+        pump.start()
         async with contextlib.AsyncExitStack() as stack:
             with open(write_fd, "w") as errlog:  # the child holds its own copy of the write end
                 before = {p.pid for p in psutil.Process().children()}
@@ -252,8 +255,6 @@ class MCPProcess:
             self._status = "restarting"
 
     async def _list_all_tools(self, session: ClientSession) -> list[dict]:
-        from mcp_types import PaginatedRequestParams
-
         tools, cursor = [], None
         for _ in range(100):  # bounded: a server that paginates forever cannot hang the start
             page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)

@@ -52,15 +52,15 @@ def get_gateway(request: Request):
 
 
 @router.get("/servers")
-async def list_servers(gateway=Depends(get_gateway), role: str = Depends(caller_role)):
+async def list_servers(gateway=Depends(get_gateway)):
     """Every configured server with its status, process id, restarts and tool count."""
     return {"servers": await gateway.servers()}
 
 
 @router.get("/servers/{name}/tools")
 async def list_tools(name: str, gateway=Depends(get_gateway), role: str = Depends(caller_role)):
-    """The server's tools with their input schemas."""
-    return {"server": name, "tools": await gateway.tools(name)}
+    """The server's tools with their input schemas (403 for a role that may not use the server)."""
+    return {"server": name, "tools": await gateway.tools(name, role)}
 
 
 @router.post("/execute")

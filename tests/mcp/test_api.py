@@ -93,6 +93,11 @@ async def test_a_role_without_access_is_a_403(client):
     assert response.json()["error"]["code"] == "forbidden"
 
 
+async def test_the_tools_of_a_server_the_role_may_not_use_are_a_403(client):
+    response = await client.get("/api/v1/mcp/servers/everything/tools", headers={"x-test-role": "user"})
+    assert response.status_code == 403
+
+
 async def test_a_server_that_is_down_is_a_503_with_retry_after(client):
     body = {"server": "broken", "tool": "anything", "arguments": {}}
     response = await client.post("/api/v1/mcp/execute", json=body)
