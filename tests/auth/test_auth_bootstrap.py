@@ -16,6 +16,13 @@ from sutazai.settings import Settings
 from tests.auth.helpers import PASSWORD, client_for, login, make_settings
 
 
+@pytest.fixture(autouse=True)
+def _no_database_url_in_env(monkeypatch):
+    """These tests build Settings from the environment, where CI exports DATABASE_URL."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 

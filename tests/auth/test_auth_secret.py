@@ -10,6 +10,13 @@ from sutazai.auth.secret import SecretConfigError, resolve_jwt_secret
 from sutazai.settings import Settings
 
 
+@pytest.fixture(autouse=True)
+def _no_database_url_in_env(monkeypatch):
+    """These tests build Settings from the environment, where CI exports DATABASE_URL."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+
+
 def settings(tmp_path, **values) -> Settings:
     return Settings(_env_file=None, data_dir=tmp_path, **values)
 
