@@ -7,7 +7,7 @@ from typing import Any
 
 from ray import serve
 
-from sutazai.api.app import build_api
+from sutazai.api.app import create_app
 from sutazai.catalog import ModelCatalog
 from sutazai.services import Services, build_services
 from sutazai.settings import get_settings
@@ -27,8 +27,8 @@ class Ingress:
         if settings.mcp_enabled:
             self.services.mcp = await _connect_mcp(settings)
 
-    def __serve_build_asgi_app__(self):
-        return build_api(self.services)
+    async def __serve_build_asgi_app__(self):
+        return await create_app(self.services)
 
     async def check_health(self) -> None:
         """Unhealthy when Postgres is unreachable: Serve replaces the replica."""

@@ -58,6 +58,7 @@ def deploy(settings: Settings, env: dict[str, str]) -> None:
 def run(args: argparse.Namespace) -> int:
     import ray
 
+    from sutazai.auth.secret import jwt_secret_env
     from sutazai.embedded import start_missing
 
     settings = Settings()
@@ -67,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     servers = start_missing(settings.data_dir, settings.database_url, settings.redis_url)
     env = {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url,
            "SUTAZAI_DATA_DIR": str(settings.data_dir)}
+    # Replicas see real URLs and so cannot tell they are embedded: hand them the
+    # launcher's embedded JWT secret ({} outside the embedded default).
+    env.update(jwt_secret_env(settings))
     own_ray = not settings.ray_address
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -97,6 +101,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def create_user(args: argparse.Namespace) -> int:
+    """Create a user (e.g. the first admin) in the configured database."""
+    from sutazai.auth.cli import CLIError, prompt_password
+    from sutazai.auth.cli import create_user as create
+
+    try:
+        password = sys.stdin.readline().rstrip("\n") if args.password_stdin else prompt_password()
+        create(Settings(), args.username, password, args.role)
+    except CLIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"created {args.role} {args.username}")
+    return 0
+
+
 def stop(_: argparse.Namespace) -> int:
     stop_ray()
     return 0
@@ -109,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     run_parser = sub.add_parser("run", help="start the whole app locally (embedded default)")
     run_parser.add_argument("--port", type=int, default=None, help="HTTP port (default 8000)")
     run_parser.set_defaults(func=run)
+    user_parser = sub.add_parser("create-user", help="create a user in DATABASE_URL (password prompted)")
+    user_parser.add_argument("username")
+    user_parser.add_argument("--role", choices=["admin", "user", "viewer"], default="user")
+    user_parser.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    user_parser.set_defaults(func=create_user)
     stop_parser = sub.add_parser("stop", help="stop a local Ray head left running")
     stop_parser.set_defaults(func=stop)
     args = parser.parse_args(argv)

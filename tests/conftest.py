@@ -4,7 +4,9 @@ otherwise), and one Ray cluster with the Serve app for the whole session."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import secrets
 import socket
 import uuid
 from pathlib import Path
@@ -63,10 +65,20 @@ def backing_services(data_dir):
     servers.stop()
 
 
+ADMIN_PASSWORD = secrets.token_urlsafe(16)
+USER_PASSWORD = secrets.token_urlsafe(16)
+_GENEROUS = json.dumps({"admin": 1_000_000, "user": 1_000_000, "viewer": 1_000_000})
+
+
 @pytest.fixture(scope="session")
 def app_env(backing_services, data_dir) -> dict[str, str]:
+    """The replicas' environment. Rate limits are generous here: tests/auth covers them."""
     database_url, redis_url = backing_services
-    return {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "SUTAZAI_DATA_DIR": str(data_dir)}
+    return {
+        "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SUTAZAI_DATA_DIR": str(data_dir),
+        "SUTAZAI_JWT_SECRET": secrets.token_urlsafe(48), "SUTAZAI_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "SUTAZAI_RATE_LIMIT_REQUESTS_PER_MINUTE": _GENEROUS, "SUTAZAI_RATE_LIMIT_TOKENS_PER_MINUTE": _GENEROUS,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +100,45 @@ def serve_app(app_env):
     ray.shutdown()
 
 
+def login(base_url: str, username: str, password: str) -> dict[str, str]:
+    r = httpx.post(f"{base_url}/api/v1/auth/login", json={"username": username, "password": password}, timeout=30)
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
 @pytest.fixture(scope="session")
-def api(serve_app):
-    with httpx.Client(base_url=serve_app, timeout=120) as client:
+def admin_headers(serve_app) -> dict[str, str]:
+    return login(serve_app, "admin", ADMIN_PASSWORD)
+
+
+def _new_user(base_url: str, admin_headers: dict, role: str) -> dict[str, str]:
+    """A fresh user of `role`, created by the admin; returns its auth headers."""
+    username = f"{role}-{uuid.uuid4().hex[:8]}"
+    r = httpx.post(f"{base_url}/api/v1/users", headers=admin_headers, timeout=30,
+                   json={"username": username, "password": USER_PASSWORD, "role": role})
+    assert r.status_code == 201, r.text
+    return login(base_url, username, USER_PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def user_headers(serve_app, admin_headers) -> dict[str, str]:
+    return _new_user(serve_app, admin_headers, "user")
+
+
+@pytest.fixture(scope="session")
+def new_user_headers(serve_app, admin_headers):
+    """`new_user_headers("viewer")`: headers of another, fresh user."""
+    return lambda role="user": _new_user(serve_app, admin_headers, role)
+
+
+@pytest.fixture(scope="session")
+def api(serve_app, user_headers):
+    """An HTTP client logged in as an ordinary user."""
+    with httpx.Client(base_url=serve_app, timeout=120, headers=user_headers) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def admin_api(serve_app, admin_headers):
+    with httpx.Client(base_url=serve_app, timeout=120, headers=admin_headers) as client:
         yield client

@@ -11,14 +11,14 @@ import pytest
 from ray import serve
 
 from deployments.llm import CPUModelServer
-from sutazai.api.app import build_api
+from sutazai.api.app import create_app
 from sutazai.catalog import ModelCatalog, ModelSpec
 from sutazai.services import build_services
 from sutazai.settings import Settings
 
 
 @pytest.fixture(scope="module")
-async def tiny_model_api(serve_app, app_env):
+async def tiny_model_api(serve_app, app_env, user_headers):
     base = ModelCatalog.load(Settings().models_dir).get("gemma3-270m").model_dump()
     gguf = Path(app_env["SUTAZAI_DATA_DIR"]) / "models" / "gemma3-270m.gguf"
     spec = ModelSpec.model_validate(base | {"name": "tiny", "source": {"path": str(gguf)},
@@ -31,8 +31,8 @@ async def tiny_model_api(serve_app, app_env):
     settings = Settings(database_url=app_env["DATABASE_URL"], redis_url=app_env["REDIS_URL"], cache_enabled=False,
                         mcp_enabled=False)
     services = await build_services(settings, ModelCatalog([spec]), {"tiny": handle})
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_api(services)), base_url="http://app",
-                                 timeout=120) as client:
+    transport = httpx.ASGITransport(app=await create_app(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://app", timeout=120, headers=user_headers) as client:
         yield client
     await services.close()
     serve.delete("backpressure")

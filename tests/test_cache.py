@@ -18,10 +18,10 @@ def test_sampled_requests_without_a_seed_are_never_cached(api):
     assert api.post("/api/v1/generate", json=payload).json()["cached"] is False
 
 
-def test_invalidate_empties_the_cache(api):
+def test_invalidate_empties_the_cache(api, admin_api):
     payload = {"prompt": "Invalidate me", "max_tokens": 4, "temperature": 0}
     api.post("/api/v1/generate", json=payload)
-    r = api.post("/api/v1/cache/invalidate", json={"model": "gemma3-270m"})
+    r = admin_api.post("/api/v1/cache/invalidate", json={"model": "gemma3-270m"})
     assert r.status_code == 200 and r.json()["deleted"] >= 1
     assert api.post("/api/v1/generate", json=payload).json()["cached"] is False
 
@@ -32,3 +32,8 @@ def test_streamed_chat_repeat_is_replayed_from_cache(api):
     with api.stream("POST", "/api/v1/chat/stream", json=payload) as r:
         done = [line for line in r.iter_lines() if line.startswith("data: ") and '"cached"' in line]
     assert '"cached":true' in done[-1]
+
+
+def test_invalidating_the_cache_is_for_admins_only(api):
+    r = api.post("/api/v1/cache/invalidate")
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"

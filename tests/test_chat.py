@@ -84,11 +84,11 @@ def test_stream_validation_error_is_an_http_422(api):
     assert r.status_code == 422
 
 
-def test_same_seed_gives_the_same_answer(api):
+def test_same_seed_gives_the_same_answer(api, admin_api):
     payload = {"prompt": "Once upon a time", "max_tokens": 16, "temperature": 0.9, "seed": 42}
-    api.post("/api/v1/cache/invalidate")
+    admin_api.post("/api/v1/cache/invalidate")
     a = api.post("/api/v1/generate", json=payload).json()
-    api.post("/api/v1/cache/invalidate")
+    admin_api.post("/api/v1/cache/invalidate")
     b = api.post("/api/v1/generate", json=payload).json()
     assert a["text"] and a["text"] == b["text"] and b["cached"] is False
 
@@ -130,3 +130,21 @@ def test_conversations_list_and_delete(api):
     assert api.delete(f"/api/v1/conversations/{cid}").status_code == 204
     assert api.get(f"/api/v1/conversations/{cid}").status_code == 404
     assert api.delete(f"/api/v1/conversations/{cid}").status_code == 404
+
+
+def test_a_user_cannot_see_another_users_conversation(api, new_user_headers):
+    cid = api.post("/api/v1/chat", json={"message": "secret plans", "max_tokens": 4}).json()["conversation_id"]
+    other = new_user_headers("user")
+    assert api.get(f"/api/v1/conversations/{cid}", headers=other).status_code == 404
+    assert cid not in [c["id"] for c in api.get("/api/v1/conversations", headers=other).json()["conversations"]]
+    r = api.post("/api/v1/chat", headers=other, json={"message": "hi", "conversation_id": cid, "max_tokens": 4})
+    assert r.status_code == 404
+    assert api.delete(f"/api/v1/conversations/{cid}", headers=other).status_code == 404
+    assert api.get(f"/api/v1/conversations/{cid}").status_code == 200
+
+
+def test_a_viewer_may_read_but_not_chat(api, new_user_headers):
+    viewer = new_user_headers("viewer")
+    assert api.get("/api/v1/conversations", headers=viewer).status_code == 200
+    r = api.post("/api/v1/chat", headers=viewer, json={"message": "hi"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"

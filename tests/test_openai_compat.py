@@ -5,8 +5,16 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def client(serve_app):
-    return openai.OpenAI(base_url=f"{serve_app}/v1", api_key="unused", max_retries=0, timeout=120)
+def api_key(api) -> str:
+    """An API key of the test user: the way programs authenticate."""
+    r = api.post("/api/v1/auth/keys", json={"name": "openai-client"})
+    assert r.status_code == 201, r.text
+    return r.json()["key"]
+
+
+@pytest.fixture(scope="module")
+def client(serve_app, api_key):
+    return openai.OpenAI(base_url=f"{serve_app}/v1", api_key=api_key, max_retries=0, timeout=120)
 
 
 def test_models_lists_the_served_models(client):
@@ -52,3 +60,9 @@ def test_unknown_model_is_a_404_not_found_error(client):
 def test_unsupported_n_is_a_422(client):
     with pytest.raises(openai.UnprocessableEntityError):
         client.chat.completions.create(model="gemma3-270m", messages=[{"role": "user", "content": "hi"}], n=2)
+
+
+def test_a_request_without_a_key_is_refused_with_401(serve_app):
+    anonymous = openai.OpenAI(base_url=f"{serve_app}/v1", api_key="sk-not-a-real-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        anonymous.models.list()

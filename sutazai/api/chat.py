@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from sutazai.api.deps import get_request_id, get_services
 from sutazai.api.sse import SSE_HEADERS, sse_event
+from sutazai.auth.principal import Principal, enforce_token_budget, record_token_usage, require_user
 from sutazai.errors import APIError, error_body, not_found
 from sutazai.inference import ModelClient
 from sutazai.schemas.api import (
@@ -26,13 +27,17 @@ from sutazai.schemas.api import (
 from sutazai.schemas.engine import ChatMessage, GenerationRequest, GenerationResult, Usage
 from sutazai.services import Services
 
-router = APIRouter(prefix="/api/v1", tags=["chat"])
+# Every route here runs the model: a user (not a viewer) with token budget left.
+router = APIRouter(prefix="/api/v1", tags=["chat"],
+                   dependencies=[Depends(require_user), Depends(enforce_token_budget)])
 
 
 class _Turn:
     """A chat turn being answered: where it goes and what the model is asked."""
 
-    def __init__(self, client: ModelClient, request: GenerationRequest, conversation_id: uuid.UUID, create: bool, text: str):
+    def __init__(self, client: ModelClient, request: GenerationRequest, conversation_id: uuid.UUID, create: bool,
+                 text: str, user_id: uuid.UUID):
+        self.user_id = user_id
         self.client = client
         self.request = request
         self.conversation_id = conversation_id
@@ -43,6 +48,7 @@ class _Turn:
         try:
             await services.conversations.append_turn(
                 self.conversation_id,
+                user_id=self.user_id,
                 model=self.client.spec.name,
                 user_text=self.text,
                 user_tokens=result.usage.prompt_tokens,
@@ -54,13 +60,13 @@ class _Turn:
             raise not_found("conversation") from None
 
 
-async def _prepare_turn(body: ChatRequest, services: Services, request_id: str | None) -> _Turn:
+async def _prepare_turn(body: ChatRequest, services: Services, request_id: str | None, caller: Principal) -> _Turn:
     client = services.inference.resolve(body.model)
     create = body.conversation_id is None
     conversation_id = body.conversation_id or uuid.uuid4()
     history: list[ChatMessage] = []
     if not create:
-        if await services.conversations.get(conversation_id) is None:
+        if await services.conversations.get(conversation_id, caller.user_id) is None:
             raise not_found("conversation")
         stored = await services.conversations.recent_messages(conversation_id, services.settings.history_messages)
         history = [ChatMessage(role=m.role, content=m.content) for m in stored]
@@ -71,7 +77,7 @@ async def _prepare_turn(body: ChatRequest, services: Services, request_id: str |
         client.spec, messages=messages, max_tokens=body.max_tokens, temperature=body.temperature,
         top_p=body.top_p, stop=body.stop, seed=body.seed, request_id=request_id,
     )
-    return _Turn(client, request, conversation_id, create, body.message)
+    return _Turn(client, request, conversation_id, create, body.message, caller.user_id)
 
 
 def _usage(usage: Usage) -> UsageOut:
@@ -79,9 +85,11 @@ def _usage(usage: Usage) -> UsageOut:
 
 
 @router.post("/chat", response_model=ChatResponse)
-async def chat(body: ChatRequest, services: Services = Depends(get_services), request_id: str | None = Depends(get_request_id)):
-    turn = await _prepare_turn(body, services, request_id)
+async def chat(body: ChatRequest, request: Request, services: Services = Depends(get_services),
+               request_id: str | None = Depends(get_request_id), caller: Principal = Depends(require_user)):
+    turn = await _prepare_turn(body, services, request_id, caller)
     result, cached = await services.inference.complete(turn.client, turn.request)
+    await record_token_usage(request, result.usage.prompt_tokens, result.usage.completion_tokens)
     await turn.store(services, result)
     return ChatResponse(
         conversation_id=turn.conversation_id, model=turn.client.spec.name,
@@ -92,10 +100,11 @@ async def chat(body: ChatRequest, services: Services = Depends(get_services), re
 
 @router.post("/chat/stream", response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}}, "description": "token events, then a done event"}})
-async def chat_stream(body: ChatRequest, services: Services = Depends(get_services), request_id: str | None = Depends(get_request_id)):
+async def chat_stream(body: ChatRequest, request: Request, services: Services = Depends(get_services),
+                      request_id: str | None = Depends(get_request_id), caller: Principal = Depends(require_user)):
     """SSE: `token` events with text deltas, then one `done` event with usage.
     The turn is stored only once the answer is complete."""
-    turn = await _prepare_turn(body, services, request_id)
+    turn = await _prepare_turn(body, services, request_id, caller)
     chunks, cached = await services.inference.open_stream(turn.client, turn.request)
 
     async def events() -> AsyncIterator[str]:
@@ -107,6 +116,7 @@ async def chat_stream(body: ChatRequest, services: Services = Depends(get_servic
                     yield sse_event({"text": chunk.text}, event="token")
                 if chunk.usage is not None:
                     result = GenerationResult(text="".join(parts), finish_reason=chunk.finish_reason, usage=chunk.usage)
+                    await record_token_usage(request, chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                     await turn.store(services, result)
                     yield sse_event({
                         "conversation_id": str(turn.conversation_id), "model": turn.client.spec.name,
@@ -120,20 +130,23 @@ async def chat_stream(body: ChatRequest, services: Services = Depends(get_servic
 
 
 @router.post("/generate", response_model=GenerateResponse)
-async def generate(body: GenerateRequest, services: Services = Depends(get_services), request_id: str | None = Depends(get_request_id)):
+async def generate(body: GenerateRequest, request: Request, services: Services = Depends(get_services),
+                   request_id: str | None = Depends(get_request_id)):
     """Raw text continuation, no chat template."""
     client = services.inference.resolve(body.model)
-    request = services.inference.build_request(
+    generation = services.inference.build_request(
         client.spec, prompt=body.prompt, max_tokens=body.max_tokens, temperature=body.temperature,
         top_p=body.top_p, stop=body.stop, seed=body.seed, request_id=request_id,
     )
-    result, cached = await services.inference.complete(client, request)
+    result, cached = await services.inference.complete(client, generation)
+    await record_token_usage(request, result.usage.prompt_tokens, result.usage.completion_tokens)
     return GenerateResponse(model=client.spec.name, text=result.text, finish_reason=result.finish_reason,
                             usage=_usage(result.usage), cached=cached, request_id=request_id)
 
 
 @router.post("/batch", response_model=BatchResponse)
-async def batch(body: BatchRequest, services: Services = Depends(get_services), request_id: str | None = Depends(get_request_id)):
+async def batch(body: BatchRequest, request: Request, services: Services = Depends(get_services),
+                request_id: str | None = Depends(get_request_id)):
     """Many prompts at once, run concurrently (bounded); each item succeeds or fails on its own."""
     settings = services.settings
     if len(body.prompts) > settings.batch_max_prompts:
@@ -141,14 +154,14 @@ async def batch(body: BatchRequest, services: Services = Depends(get_services), 
     if any(not p or len(p) > 32_000 for p in body.prompts):
         raise APIError(422, "validation_error", "prompts: each prompt must be 1-32000 characters")
     client = services.inference.resolve(body.model)
-    requests = [
+    generations = [
         services.inference.build_request(
             client.spec, prompt=p, max_tokens=body.max_tokens, temperature=body.temperature,
             top_p=body.top_p, stop=body.stop, seed=body.seed, request_id=request_id,
         )
         for p in body.prompts
     ]
-    outcomes = await services.inference.batch(client, requests, settings.batch_concurrency)
+    outcomes = await services.inference.batch(client, generations, settings.batch_concurrency)
     items, total = [], Usage()
     for index, (result, cached, error) in enumerate(outcomes):
         if error is not None:
@@ -158,6 +171,7 @@ async def batch(body: BatchRequest, services: Services = Depends(get_services), 
                       completion_tokens=total.completion_tokens + result.usage.completion_tokens)
         items.append(BatchItem(index=index, text=result.text, finish_reason=result.finish_reason,
                                usage=_usage(result.usage), cached=cached))
+    await record_token_usage(request, total.prompt_tokens, total.completion_tokens)
     failed = sum(1 for i in items if i.error is not None)
     return BatchResponse(model=client.spec.name, results=items, usage=_usage(total), succeeded=len(items) - failed,
                          failed=failed, request_id=request_id)

@@ -11,26 +11,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from sutazai.auth import audit
+from sutazai.auth.principal import Principal, require_admin, require_user, require_viewer
 from sutazai.errors import APIError
 
 router = APIRouter(prefix="/api/v1/mcp", tags=["mcp"])
 
 
-# ---- caller role: PLACEHOLDER until the auth issue wires the real principal ----
-# The auth dependency will set the authenticated caller's role; until then a
-# request without one is treated as admin. Replace these two functions (keep
-# their names and signatures) when auth is wired in.
-def caller_role(request: Request) -> str:
-    """The caller's role (admin, user, viewer). PLACEHOLDER: defaults to admin."""
-    return getattr(request.state, "role", "admin")
-
-
-def require_admin(role: str = Depends(caller_role)) -> str:
-    """Admin-only routes depend on this. PLACEHOLDER: same source of role as caller_role."""
-    if role != "admin":
-        raise APIError(403, "forbidden", "this action needs the admin role")
-    return role
-# ---- end of placeholder ------------------------------------------------------
 
 
 class ExecuteRequest(BaseModel):
@@ -51,25 +38,29 @@ def get_gateway(request: Request):
     return gateway
 
 
-@router.get("/servers")
+# Parameters in this order: authenticate first, so an anonymous caller gets 401 even when MCP is off.
+@router.get("/servers", dependencies=[Depends(require_viewer)])
 async def list_servers(gateway=Depends(get_gateway)):
     """Every configured server with its status, process id, restarts and tool count."""
     return {"servers": await gateway.servers()}
 
 
 @router.get("/servers/{name}/tools")
-async def list_tools(name: str, gateway=Depends(get_gateway), role: str = Depends(caller_role)):
+async def list_tools(name: str, caller: Principal = Depends(require_viewer), gateway=Depends(get_gateway)):
     """The server's tools with their input schemas (403 for a role that may not use the server)."""
-    return {"server": name, "tools": await gateway.tools(name, role)}
+    return {"server": name, "tools": await gateway.tools(name, caller.role)}
 
 
 @router.post("/execute")
-async def execute(body: ExecuteRequest, gateway=Depends(get_gateway), role: str = Depends(caller_role)):
+async def execute(body: ExecuteRequest, caller: Principal = Depends(require_user), gateway=Depends(get_gateway)):
     """Call a tool. A tool's own failure is a 200 with `is_error: true`; a down server is a 503."""
-    return await gateway.execute(body.server, body.tool, body.arguments, role)
+    return await gateway.execute(body.server, body.tool, body.arguments, caller.role)
 
 
 @router.post("/servers/{name}/restart")
-async def restart_server(name: str, gateway=Depends(get_gateway), role: str = Depends(require_admin)):
+async def restart_server(name: str, request: Request, caller: Principal = Depends(require_admin),
+                         gateway=Depends(get_gateway)):
     """Admin: stop the server process and start it again; answers with its new status."""
-    return await gateway.restart(name)
+    status = await gateway.restart(name)
+    await audit.record_request(request, "mcp.restart", target=name)
+    return status

@@ -6,11 +6,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from sutazai.api.deps import get_request_id, get_services
 from sutazai.api.sse import SSE_HEADERS, sse_event
+from sutazai.auth.principal import enforce_token_budget, record_token_usage, require_user, require_viewer
 from sutazai.errors import APIError, error_body
 from sutazai.schemas.engine import ChatMessage, GenerationChunk
 from sutazai.schemas.openai import ChatCompletionRequest, CompletionRequest
@@ -32,7 +33,10 @@ def _messages(body: ChatCompletionRequest) -> list[ChatMessage]:
     return messages
 
 
-@router.get("/models")
+_LLM = [Depends(require_user), Depends(enforce_token_budget)]
+
+
+@router.get("/models", dependencies=[Depends(require_viewer)])
 async def list_models(services: Services = Depends(get_services)):
     created = int(services.started_at)
     return {
@@ -41,12 +45,14 @@ async def list_models(services: Services = Depends(get_services)):
     }
 
 
-async def _sse(chunks: AsyncIterator[GenerationChunk], make_chunk, include_usage: bool, request_id: str | None) -> AsyncIterator[str]:
+async def _sse(request: Request, chunks: AsyncIterator[GenerationChunk], make_chunk, include_usage: bool,
+               request_id: str | None) -> AsyncIterator[str]:
     try:
         async for chunk in chunks:
             if chunk.text:
                 yield sse_event(make_chunk(text=chunk.text))
             if chunk.usage is not None:
+                await record_token_usage(request, chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                 yield sse_event(make_chunk(finish_reason=_FINISH[chunk.finish_reason]))
                 if include_usage:
                     yield sse_event(make_chunk(usage=chunk.usage.as_dict()))
@@ -55,8 +61,8 @@ async def _sse(chunks: AsyncIterator[GenerationChunk], make_chunk, include_usage
         yield sse_event(error_body(exc.code, exc.message, request_id))
 
 
-@router.post("/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, services: Services = Depends(get_services),
+@router.post("/chat/completions", dependencies=_LLM)
+async def chat_completions(body: ChatCompletionRequest, http_request: Request, services: Services = Depends(get_services),
                            request_id: str | None = Depends(get_request_id)):
     client = services.inference.resolve(body.model)
     request = services.inference.build_request(
@@ -69,6 +75,7 @@ async def chat_completions(body: ChatCompletionRequest, services: Services = Dep
 
     if not body.stream:
         result, _ = await services.inference.complete(client, request)
+        await record_token_usage(http_request, result.usage.prompt_tokens, result.usage.completion_tokens)
         return {
             "id": completion_id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
@@ -93,12 +100,12 @@ async def chat_completions(body: ChatCompletionRequest, services: Services = Dep
             delta["content"] = text
         return base | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
 
-    return StreamingResponse(_sse(chunks, make_chunk, include_usage, request_id), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return StreamingResponse(_sse(http_request, chunks, make_chunk, include_usage, request_id),
+                             media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-@router.post("/completions")
-async def completions(body: CompletionRequest, services: Services = Depends(get_services),
+@router.post("/completions", dependencies=_LLM)
+async def completions(body: CompletionRequest, http_request: Request, services: Services = Depends(get_services),
                       request_id: str | None = Depends(get_request_id)):
     client = services.inference.resolve(body.model)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
@@ -128,8 +135,8 @@ async def completions(body: CompletionRequest, services: Services = Depends(get_
             text, echo_text = echo_text + (text or ""), ""
             return base | {"choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}]}
 
-        return StreamingResponse(_sse(chunks, make_chunk, include_usage, request_id), media_type="text/event-stream",
-                                 headers=SSE_HEADERS)
+        return StreamingResponse(_sse(http_request, chunks, make_chunk, include_usage, request_id),
+                                 media_type="text/event-stream", headers=SSE_HEADERS)
 
     outcomes = await services.inference.batch(client, requests, services.settings.batch_concurrency)
     choices, prompt_tokens, completion_tokens = [], 0, 0
@@ -140,6 +147,7 @@ async def completions(body: CompletionRequest, services: Services = Depends(get_
         completion_tokens += result.usage.completion_tokens
         text = (prompts[index] if body.echo else "") + result.text
         choices.append({"index": index, "text": text, "finish_reason": _FINISH[result.finish_reason], "logprobs": None})
+    await record_token_usage(http_request, prompt_tokens, completion_tokens)
     return {
         "id": completion_id, "object": "text_completion", "created": created, "model": model, "choices": choices,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from sutazai import __version__
 from sutazai.api.deps import get_services
+from sutazai.auth.principal import require_viewer
 from sutazai.schemas.api import ModelInfo
 from sutazai.services import Services
 
@@ -18,11 +19,11 @@ router = APIRouter(tags=["system"])
 
 @router.get("/health")
 async def health():
-    """Liveness: answers without touching any dependency."""
+    """Liveness: answers without touching any dependency (and without credentials)."""
     return {"status": "ok"}
 
 
-@router.get("/")
+@router.get("/", dependencies=[Depends(require_viewer)])
 async def root(services: Services = Depends(get_services)):
     return {
         "name": "SutazAI",
@@ -51,7 +52,10 @@ async def _timed(check, timeout_s: float) -> dict:
     return result
 
 
-@router.get("/api/v1/health/detailed")
+_MCP_STATUS = {"ready": "ok", "disabled": "disabled"}
+
+
+@router.get("/api/v1/health/detailed", dependencies=[Depends(require_viewer)])
 async def health_detailed(services: Services = Depends(get_services)):
     """Every dependency with status and latency. Postgres and the models are
     critical (503 when down); Redis only degrades the service (cache bypassed)."""
@@ -71,17 +75,20 @@ async def health_detailed(services: Services = Depends(get_services)):
     components = dict(zip(names, results))
     if services.mcp is not None:
         try:
-            components.update({f"mcp:{k}": v for k, v in (await asyncio.wait_for(services.mcp.health(), timeout)).items()})
+            for name, server in (await asyncio.wait_for(services.mcp.health(), timeout)).items():
+                # a ready server is "ok"; a disabled one is neither up nor a problem
+                components[f"mcp:{name}"] = server | {"status": _MCP_STATUS.get(server["status"], "down"),
+                                                      "server_status": server["status"]}
         except Exception as exc:
             components["mcp"] = {"status": "down", "error": f"{type(exc).__name__}: {exc}"[:300]}
     critical_down = [n for n, r in components.items() if r["status"] != "ok" and (n == "postgres" or n.startswith("model:"))]
-    any_down = [n for n, r in components.items() if r["status"] != "ok"]
+    any_down = [n for n, r in components.items() if r["status"] not in ("ok", "disabled")]
     status = "down" if critical_down else ("degraded" if any_down else "ok")
     body = {"status": status, "version": __version__, "components": components}
     return JSONResponse(body, status_code=503 if critical_down else 200)
 
 
-@router.get("/api/v1/status")
+@router.get("/api/v1/status", dependencies=[Depends(require_viewer)])
 async def status(services: Services = Depends(get_services)):
     from ray import serve
 
@@ -119,6 +126,6 @@ def model_info(services: Services) -> list[ModelInfo]:
     ]
 
 
-@router.get("/api/v1/models", response_model=list[ModelInfo])
+@router.get("/api/v1/models", response_model=list[ModelInfo], dependencies=[Depends(require_viewer)])
 async def models(services: Services = Depends(get_services)):
     return model_info(services)

@@ -1,4 +1,5 @@
-"""SQL for the `conversations` and `messages` tables."""
+"""SQL for the `conversations` and `messages` tables. Every conversation has an owner;
+queries take the caller's user id, so one user never reads another's history."""
 
 from __future__ import annotations
 
@@ -40,20 +41,24 @@ class ConversationStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def get(self, conversation_id: uuid.UUID) -> Conversation | None:
+    async def get(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> Conversation | None:
+        """The conversation if it belongs to `user_id` (someone else's is as good as missing)."""
         row = await self.pool.fetchrow(
-            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = $1",
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = $1 AND c.user_id = $2",
             conversation_id,
+            user_id,
         )
         return Conversation(**dict(row)) if row else None
 
-    async def list(self, *, limit: int, offset: int) -> tuple[list[Conversation], int]:
+    async def list(self, user_id: uuid.UUID, *, limit: int, offset: int) -> tuple[list[Conversation], int]:
         rows = await self.pool.fetch(
-            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c ORDER BY c.updated_at DESC, c.id LIMIT $1 OFFSET $2",
+            f"""SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.user_id = $1
+                ORDER BY c.updated_at DESC, c.id LIMIT $2 OFFSET $3""",
+            user_id,
             limit,
             offset,
         )
-        total = await self.pool.fetchval("SELECT count(*) FROM conversations")
+        total = await self.pool.fetchval("SELECT count(*) FROM conversations WHERE user_id = $1", user_id)
         return [Conversation(**dict(r)) for r in rows], total
 
     async def recent_messages(self, conversation_id: uuid.UUID, limit: int) -> list[StoredMessage]:
@@ -78,6 +83,7 @@ class ConversationStore:
         self,
         conversation_id: uuid.UUID,
         *,
+        user_id: uuid.UUID,
         model: str,
         user_text: str,
         user_tokens: int,
@@ -89,14 +95,18 @@ class ConversationStore:
         async with self.pool.acquire() as conn, conn.transaction():
             if create:
                 await conn.execute(
-                    "INSERT INTO conversations (id, title, model) VALUES ($1, $2, $3)",
+                    "INSERT INTO conversations (id, title, model, user_id) VALUES ($1, $2, $3, $4)",
                     conversation_id,
                     _title_from(user_text),
                     model,
+                    user_id,
                 )
             else:
                 updated = await conn.execute(
-                    "UPDATE conversations SET updated_at = now(), model = $2 WHERE id = $1", conversation_id, model
+                    "UPDATE conversations SET updated_at = now(), model = $2 WHERE id = $1 AND user_id = $3",
+                    conversation_id,
+                    model,
+                    user_id,
                 )
                 if updated == "UPDATE 0":
                     raise LookupError(conversation_id)
@@ -108,6 +118,8 @@ class ConversationStore:
                 ],
             )
 
-    async def delete(self, conversation_id: uuid.UUID) -> bool:
-        result = await self.pool.execute("DELETE FROM conversations WHERE id = $1", conversation_id)
+    async def delete(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        result = await self.pool.execute(
+            "DELETE FROM conversations WHERE id = $1 AND user_id = $2", conversation_id, user_id
+        )
         return result != "DELETE 0"

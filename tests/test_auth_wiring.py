@@ -1,0 +1,75 @@
+"""Authentication on the whole app: every route is protected except the public
+ones, admin routes refuse users, write routes refuse viewers. The route walk runs
+on an in-process app built by the same factory as the ingress (real Postgres,
+Redis and model deployment); the rest goes through Serve over HTTP."""
+
+import httpx
+import pytest
+from ray import serve
+
+from sutazai.api.app import create_app
+from sutazai.catalog import ModelCatalog
+from sutazai.services import build_services
+from sutazai.settings import Settings
+from tests.auth.route_protection import check_route_protection
+
+PUBLIC = {("GET", "/health"), ("POST", "/api/v1/auth/login"), ("POST", "/api/v1/auth/refresh")}
+
+
+@pytest.fixture(scope="module")
+async def in_process_app(serve_app):
+    settings = Settings(mcp_enabled=False)
+    catalog = ModelCatalog.load(settings.models_dir)
+    handles = {n: serve.get_deployment_handle(catalog.get(n).deployment_name, app_name="sutazai") for n in catalog.names()}
+    services = await build_services(settings, catalog, handles)
+    yield await create_app(services)
+    await services.close()
+
+
+async def test_every_route_but_the_public_ones_needs_credentials_and_the_right_role(in_process_app, user_headers,
+                                                                                     new_user_headers):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=in_process_app), base_url="http://app") as client:
+        counts = await check_route_protection(in_process_app, client, public=PUBLIC, user_headers=user_headers,
+                                              viewer_headers=new_user_headers("viewer"))
+    assert counts["protected"] >= 25 and counts["admin"] >= 5 and counts["public"] == len(PUBLIC)
+
+
+def test_liveness_needs_no_credentials(serve_app):
+    assert httpx.get(f"{serve_app}/health").status_code == 200
+
+
+def test_chat_without_credentials_is_401_with_www_authenticate(serve_app):
+    r = httpx.post(f"{serve_app}/api/v1/chat", json={"message": "hi"})
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    assert r.json()["error"]["code"] == "unauthorized"
+
+
+def test_mcp_servers_are_listed_with_their_status(api):
+    servers = {s["name"]: s for s in api.get("/api/v1/mcp/servers").json()["servers"]}
+    assert {"time", "git", "filesystem"} <= set(servers)
+    assert servers["time"]["status"] == "ready" and servers["time"]["tools"] >= 1
+
+
+def test_a_user_calls_the_time_server_through_serve(api):
+    r = api.post("/api/v1/mcp/execute", json={"server": "time", "tool": "convert_time", "arguments": {
+        "source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["is_error"] is False and "21:00" in str(r.json()["structured_content"])
+
+
+def test_a_user_may_not_use_an_admin_only_server(api):
+    r = api.post("/api/v1/mcp/execute", json={"server": "git", "tool": "git_status", "arguments": {"repo_path": "."}})
+    assert r.status_code == 403
+
+
+def test_an_admin_restart_is_audited(admin_api):
+    before = {s["name"]: s for s in admin_api.get("/api/v1/mcp/servers").json()["servers"]}["time"]
+    r = admin_api.post("/api/v1/mcp/servers/time/restart")
+    assert r.status_code == 200 and r.json()["pid"] != before["pid"]
+    actions = [e["action"] for e in admin_api.get("/api/v1/audit", params={"limit": 20}).json()["items"]]
+    assert "mcp.restart" in actions
+
+
+def test_detailed_health_includes_each_mcp_server(admin_api):
+    components = admin_api.get("/api/v1/health/detailed").json()["components"]
+    assert components["mcp:time"]["status"] == "ok" and components["mcp:filesystem"]["status"] == "ok"
