@@ -55,6 +55,19 @@ def deploy(settings: Settings, env: dict[str, str]) -> None:
     serve.run(build_app({"env": env}), name=settings.app_name, route_prefix="/", blocking=False)
 
 
+def embedded_admin_password(settings: Settings):
+    """The embedded default's first admin password: random, made once, kept in a 0600 file
+    (no default password anywhere; the operator reads it from the file)."""
+    import secrets
+
+    path = settings.data_dir / "admin_password"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(18) + "\n")
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     import ray
 
@@ -71,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
     # Replicas see real URLs and so cannot tell they are embedded: hand them the
     # launcher's embedded JWT secret ({} outside the embedded default).
     env.update(jwt_secret_env(settings))
+    admin_note = ""
+    if settings.admin_password is None and settings.database_url is None:
+        password_file = embedded_admin_password(settings)
+        env["SUTAZAI_ADMIN_PASSWORD"] = password_file.read_text().strip()
+        admin_note = f"  Admin      user {settings.admin_username!r}, password in {password_file}\n"
     own_ray = not settings.ray_address
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -83,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nSutazAI is up in {time.perf_counter() - started:.1f}s\n"
               f"  API        http://{settings.host}:{settings.port}  (docs: /docs)\n"
               f"  Dashboard  http://127.0.0.1:{settings.dashboard_port}\n"
-              f"  Postgres   {servers.database_url}\n  Redis      {servers.redis_url}\n"
+              f"  Postgres   {servers.database_url}\n  Redis      {servers.redis_url}\n{admin_note}"
               "Ctrl-C stops everything.", flush=True)
         stop.wait()
     finally:
