@@ -31,7 +31,6 @@ def start_ray_head(settings: Settings, env: dict[str, str]) -> str:
     address = f"127.0.0.1:{settings.ray_port}"
     cmd = [
         _ray_bin(), "start", "--head",
-        "--node-ip-address", "127.0.0.1",
         "--port", str(settings.ray_port),
         "--dashboard-host", "127.0.0.1",
         "--dashboard-port", str(settings.dashboard_port),
@@ -90,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         env["SUTAZAI_ADMIN_PASSWORD"] = password_file.read_text().strip()
         admin_note = f"  Admin      user {settings.admin_username!r}, password in {password_file}\n"
     own_ray = not settings.ray_address
+    # Ray 2.60 starts heads with token auth; a driver presents ~/.ray/auth_token only in this mode.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
