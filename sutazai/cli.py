@@ -68,6 +68,9 @@ def embedded_admin_password(settings: Settings):
 
 
 def run(args: argparse.Namespace) -> int:
+    # Ray 2.60 starts heads with token auth; a driver presents ~/.ray/auth_token only
+    # in this mode, and Ray reads it when imported.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     from sutazai.auth.secret import jwt_secret_env
@@ -89,8 +92,6 @@ def run(args: argparse.Namespace) -> int:
         env["SUTAZAI_ADMIN_PASSWORD"] = password_file.read_text().strip()
         admin_note = f"  Admin      user {settings.admin_username!r}, password in {password_file}\n"
     own_ray = not settings.ray_address
-    # Ray 2.60 starts heads with token auth; a driver presents ~/.ray/auth_token only in this mode.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
