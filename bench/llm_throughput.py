@@ -49,7 +49,7 @@ async def engine_run(engine, max_tokens: int, streams: int, seed0: int) -> tuple
     return sum(r[0] for r in results), time.perf_counter() - started, [r[1] for r in results]
 
 
-async def http_run(base_url: str, model: str, max_tokens: int, streams: int, seed0: int) -> tuple[int, float, list[float]]:
+async def http_run(base_url: str, token: str, model: str, max_tokens: int, streams: int, seed0: int) -> tuple[int, float, list[float]]:
     async def one(client: httpx.AsyncClient, i: int) -> tuple[int, float]:
         body = {"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0.8, "seed": seed0 + i,
                 "stream": True, "stream_options": {"include_usage": True}}
@@ -67,13 +67,14 @@ async def http_run(base_url: str, model: str, max_tokens: int, streams: int, see
                     tokens = data["usage"]["completion_tokens"]
         return tokens, ttft or 0.0
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=300) as client:
+    async with httpx.AsyncClient(base_url=base_url, timeout=300, headers={"Authorization": f"Bearer {token}"}) as client:
         started = time.perf_counter()
         results = await asyncio.gather(*(one(client, i) for i in range(streams)))
     return sum(r[0] for r in results), time.perf_counter() - started, [r[1] for r in results]
 
 
-def start_app() -> tuple[str, object]:
+def start_app() -> tuple[str, str, object]:
+    """Ray + the app as the tests start it; returns (base URL, an admin token, servers)."""
     import ray
     from ray import serve
 
@@ -82,20 +83,33 @@ def start_app() -> tuple[str, object]:
 
     data_dir = Path(tempfile.mkdtemp(prefix="sutazai-bench-"))
     servers = start_missing(data_dir, os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL"))
+    import json
+    import secrets
+
+    admin_password = secrets.token_urlsafe(16)
+    unlimited = json.dumps({"admin": 10**9, "user": 10**9, "viewer": 10**9})
     env = {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url,
-           "SUTAZAI_DATA_DIR": str(data_dir), "SUTAZAI_MCP_ENABLED": "false", "SUTAZAI_CACHE_ENABLED": "false"}
+           "SUTAZAI_DATA_DIR": str(data_dir), "SUTAZAI_MCP_ENABLED": "false", "SUTAZAI_CACHE_ENABLED": "false",
+           "SUTAZAI_JWT_SECRET": secrets.token_urlsafe(48), "SUTAZAI_ADMIN_USERNAME": f"bench-{secrets.token_hex(4)}",
+           "SUTAZAI_ADMIN_PASSWORD": admin_password,
+           "SUTAZAI_RATE_LIMIT_REQUESTS_PER_MINUTE": unlimited, "SUTAZAI_RATE_LIMIT_TOKENS_PER_MINUTE": unlimited}
     os.environ.update(env)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     port = 8123
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"env": env}), name="sutazai", route_prefix="/")
-    return f"http://127.0.0.1:{port}", servers
+    base_url = f"http://127.0.0.1:{port}"
+    r = httpx.post(f"{base_url}/api/v1/auth/login", timeout=30,
+                   json={"username": env["SUTAZAI_ADMIN_USERNAME"], "password": admin_password})
+    r.raise_for_status()
+    return base_url, r.json()["access_token"], servers
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--base-url")
+    parser.add_argument("--base-url", help="a running app (then --token is needed)")
+    parser.add_argument("--token", help="bearer token or API key for --base-url")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--model", default="gemma3-270m")
     args = parser.parse_args()
@@ -121,12 +135,12 @@ def main() -> None:
 
     # 2) through HTTP SSE: proxy -> ingress -> model deployment
     servers = None
-    base_url = args.base_url
+    base_url, token = args.base_url, args.token
     if base_url is None:
-        base_url, servers = start_app()
-    asyncio.run(http_run(base_url, args.model, 8, 1, 0))  # warm-up
+        base_url, token, servers = start_app()
+    asyncio.run(http_run(base_url, token, args.model, 8, 1, 0))  # warm-up
     for streams in CONCURRENCY:
-        tokens, wall, ttfts = asyncio.run(http_run(base_url, args.model, args.max_tokens, streams, 100))
+        tokens, wall, ttfts = asyncio.run(http_run(base_url, token, args.model, args.max_tokens, streams, 100))
         rows.append(("HTTP SSE via Serve", streams, tokens, wall, statistics.median(ttfts)))
 
     print(f"\nmodel {args.model}, prompt {len(PROMPT)} chars, max_tokens {args.max_tokens}, "
