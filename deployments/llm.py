@@ -51,11 +51,11 @@ class CPUModelServer:
         }
 
     async def check_health(self) -> None:
-        """Serve's replica health check: a replica without its engine is unhealthy."""
-        if self.engine is None:
-            raise RuntimeError("engine not loaded")
+        """Serve's replica health check: the loaded model must still tokenize (cheap, no slot needed)."""
+        if not self.engine.tokenize("health"):
+            raise RuntimeError(f"model {self.spec.name} returned no tokens")
 
     def __del__(self) -> None:
-        engine = getattr(self, "engine", None)
+        engine = getattr(self, "engine", None)  # absent when __init__ failed
         if engine is not None:
             engine.close()

@@ -52,21 +52,23 @@ class LlamaCppEngine:
     def __init__(self, spec: ModelSpec, model_path: Path) -> None:
         self.spec = spec
         opts = spec.cpu
-        self._slots: asyncio.Queue[llama_cpp.Llama] = asyncio.Queue()
-        for _ in range(opts.slots):
-            self._slots.put_nowait(
-                llama_cpp.Llama(
-                    model_path=str(model_path),
-                    n_ctx=spec.context_length,
-                    n_batch=opts.batch_size,
-                    n_threads=opts.threads_per_slot,
-                    n_threads_batch=opts.threads_per_slot,
-                    use_mmap=True,
-                    verbose=False,
-                )
+        contexts = [
+            llama_cpp.Llama(
+                model_path=str(model_path),
+                n_ctx=spec.context_length,
+                n_batch=opts.batch_size,
+                n_threads=opts.threads_per_slot,
+                n_threads_batch=opts.threads_per_slot,
+                use_mmap=True,
+                verbose=False,
             )
+            for _ in range(opts.slots)
+        ]
+        self._slots: asyncio.Queue[llama_cpp.Llama] = asyncio.Queue()
+        for context in contexts:
+            self._slots.put_nowait(context)
         # Tokenizing reads only the vocabulary, which is safe beside a decoding slot.
-        self._vocab_owner = self._slots._queue[0]  # type: ignore[attr-defined]
+        self._vocab_owner = contexts[0]
         self._executor = ThreadPoolExecutor(max_workers=opts.slots, thread_name_prefix=f"llama-{spec.name}")
         template = spec.chat_template or self._vocab_owner.metadata.get("tokenizer.chat_template")
         if not template:
