@@ -146,18 +146,8 @@ def _pool(request: Request):
 
 
 def _key_info(key: api_keys.ApiKey) -> dict:
-    return {
-        "id": key.id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "scopes": list(key.scopes),
-        "requests_per_minute": key.requests_per_minute,
-        "tokens_per_minute": key.tokens_per_minute,
-        "created_at": key.created_at,
-        "expires_at": key.expires_at,
-        "last_used_at": key.last_used_at,
-        "revoked_at": key.revoked_at,
-    }
+    """The key's fields for a response model (which drops what it does not show, e.g. user_id)."""
+    return key.__dict__
 
 
 def _user_info(user: users.User) -> UserInfo:
