@@ -81,18 +81,19 @@ class InferenceService:
         return client
 
     @staticmethod
-    def build_request(spec: ModelSpec, *, messages: list[ChatMessage] | None = None, prompt: str | None = None,
-                      max_tokens: int | None, temperature: float | None, top_p: float | None,
-                      stop: list[str], seed: int | None, request_id: str | None) -> GenerationRequest:
+    def build_request(spec: ModelSpec, sampling: Any, *, request_id: str | None,
+                      messages: list[ChatMessage] | None = None, prompt: str | None = None) -> GenerationRequest:
+        """`sampling` is any request body with max_tokens, temperature, top_p, stop and seed;
+        what it leaves unset comes from the model file."""
         defaults = spec.sampling
         return GenerationRequest(
             messages=messages,
             prompt=prompt,
-            max_tokens=max_tokens if max_tokens is not None else defaults.max_tokens,
-            temperature=temperature if temperature is not None else defaults.temperature,
-            top_p=top_p if top_p is not None else defaults.top_p,
-            stop=stop,
-            seed=seed,
+            max_tokens=sampling.max_tokens if sampling.max_tokens is not None else defaults.max_tokens,
+            temperature=sampling.temperature if sampling.temperature is not None else defaults.temperature,
+            top_p=sampling.top_p if sampling.top_p is not None else defaults.top_p,
+            stop=sampling.stop,
+            seed=sampling.seed,
             request_id=request_id,
         )
 

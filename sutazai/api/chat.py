@@ -73,10 +73,7 @@ async def _prepare_turn(body: ChatRequest, services: Services, request_id: str |
     system = body.system_prompt if body.system_prompt is not None else services.settings.system_prompt
     messages = ([ChatMessage(role="system", content=system)] if system else []) + history
     messages.append(ChatMessage(role="user", content=body.message))
-    request = services.inference.build_request(
-        client.spec, messages=messages, max_tokens=body.max_tokens, temperature=body.temperature,
-        top_p=body.top_p, stop=body.stop, seed=body.seed, request_id=request_id,
-    )
+    request = services.inference.build_request(client.spec, body, messages=messages, request_id=request_id)
     return _Turn(client, request, conversation_id, create, body.message, caller.user_id)
 
 
@@ -134,10 +131,7 @@ async def generate(body: GenerateRequest, request: Request, services: Services =
                    request_id: str | None = Depends(get_request_id)):
     """Raw text continuation, no chat template."""
     client = services.inference.resolve(body.model)
-    generation = services.inference.build_request(
-        client.spec, prompt=body.prompt, max_tokens=body.max_tokens, temperature=body.temperature,
-        top_p=body.top_p, stop=body.stop, seed=body.seed, request_id=request_id,
-    )
+    generation = services.inference.build_request(client.spec, body, prompt=body.prompt, request_id=request_id)
     result, cached = await services.inference.complete(client, generation)
     await record_token_usage(request, result.usage.prompt_tokens, result.usage.completion_tokens)
     return GenerateResponse(model=client.spec.name, text=result.text, finish_reason=result.finish_reason,
@@ -151,16 +145,9 @@ async def batch(body: BatchRequest, request: Request, services: Services = Depen
     settings = services.settings
     if len(body.prompts) > settings.batch_max_prompts:
         raise APIError(422, "validation_error", f"prompts: at most {settings.batch_max_prompts} prompts per batch")
-    if any(not p or len(p) > 32_000 for p in body.prompts):
-        raise APIError(422, "validation_error", "prompts: each prompt must be 1-32000 characters")
     client = services.inference.resolve(body.model)
-    generations = [
-        services.inference.build_request(
-            client.spec, prompt=p, max_tokens=body.max_tokens, temperature=body.temperature,
-            top_p=body.top_p, stop=body.stop, seed=body.seed, request_id=request_id,
-        )
-        for p in body.prompts
-    ]
+    generations = [services.inference.build_request(client.spec, body, prompt=p, request_id=request_id)
+                   for p in body.prompts]
     outcomes = await services.inference.batch(client, generations, settings.batch_concurrency)
     items, total = [], Usage()
     for index, (result, cached, error) in enumerate(outcomes):

@@ -65,10 +65,7 @@ async def _sse(request: Request, chunks: AsyncIterator[GenerationChunk], make_ch
 async def chat_completions(body: ChatCompletionRequest, http_request: Request, services: Services = Depends(get_services),
                            request_id: str | None = Depends(get_request_id)):
     client = services.inference.resolve(body.model)
-    request = services.inference.build_request(
-        client.spec, messages=_messages(body), max_tokens=body.max_completion_tokens or body.max_tokens,
-        temperature=body.temperature, top_p=body.top_p, stop=body.stop, seed=body.seed, request_id=request_id,
-    )
+    request = services.inference.build_request(client.spec, body, messages=_messages(body), request_id=request_id)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     model = client.spec.name
@@ -109,13 +106,7 @@ async def completions(body: CompletionRequest, http_request: Request, services: 
                       request_id: str | None = Depends(get_request_id)):
     client = services.inference.resolve(body.model)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    requests = [
-        services.inference.build_request(
-            client.spec, prompt=p, max_tokens=body.max_tokens, temperature=body.temperature,
-            top_p=body.top_p, stop=body.stop, seed=body.seed, request_id=request_id,
-        )
-        for p in prompts
-    ]
+    requests = [services.inference.build_request(client.spec, body, prompt=p, request_id=request_id) for p in prompts]
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     model = client.spec.name

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Lenient(BaseModel):
@@ -64,6 +64,13 @@ class ChatCompletionRequest(_SamplingFields):
     messages: list[OpenAIMessage] = Field(min_length=1, max_length=512)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
     tools: list[dict] | None = None
+
+    @model_validator(mode="after")
+    def _newer_name_wins(self) -> "ChatCompletionRequest":
+        """`max_completion_tokens` is the current name of `max_tokens`; when given, it is the limit."""
+        if self.max_completion_tokens is not None:
+            self.max_tokens = self.max_completion_tokens
+        return self
 
     @field_validator("tools")
     @classmethod
