@@ -148,3 +148,8 @@ def test_a_viewer_may_read_but_not_chat(api, new_user_headers):
     assert api.get("/api/v1/conversations", headers=viewer).status_code == 200
     r = api.post("/api/v1/chat", headers=viewer, json={"message": "hi"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+
+
+def test_batch_refuses_an_empty_prompt_inside_the_list(api):
+    r = api.post("/api/v1/batch", json={"prompts": ["fine", ""]})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,7 +38,7 @@ class GenerateRequest(Sampling):
 
 
 class BatchRequest(Sampling):
-    prompts: list[str] = Field(min_length=1, max_length=256)
+    prompts: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]] = Field(min_length=1, max_length=256)
     model: str | None = Field(default=None, max_length=64)
 
 
