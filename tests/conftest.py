@@ -9,6 +9,7 @@ import os
 import secrets
 import socket
 import uuid
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -142,3 +143,25 @@ def api(serve_app, user_headers):
 def admin_api(serve_app, admin_headers):
     with httpx.Client(base_url=serve_app, timeout=120, headers=admin_headers) as client:
         yield client
+
+
+@asynccontextmanager
+async def app_in_process(settings, catalog=None, handles=None):
+    """The ingress's FastAPI app, built by the same factory in this process (for a
+    config the session app does not have, e.g. a closed Redis port). Models are
+    reached through the running Serve app's handles unless `handles` are given."""
+    from ray import serve
+
+    from sutazai.api.app import create_app
+    from sutazai.catalog import ModelCatalog
+    from sutazai.services import build_services
+
+    catalog = catalog or ModelCatalog.load(settings.models_dir)
+    if handles is None:
+        handles = {name: serve.get_deployment_handle(catalog.get(name).deployment_name, app_name="sutazai")
+                   for name in catalog.names()}
+    services = await build_services(settings, catalog, handles)
+    try:
+        yield await create_app(services)
+    finally:
+        await services.close()

@@ -5,25 +5,18 @@ Redis and model deployment); the rest goes through Serve over HTTP."""
 
 import httpx
 import pytest
-from ray import serve
 
-from sutazai.api.app import create_app
-from sutazai.catalog import ModelCatalog
-from sutazai.services import build_services
 from sutazai.settings import Settings
 from tests.auth.route_protection import check_route_protection
+from tests.conftest import app_in_process
 
 PUBLIC = {("GET", "/health"), ("POST", "/api/v1/auth/login"), ("POST", "/api/v1/auth/refresh")}
 
 
 @pytest.fixture(scope="module")
 async def in_process_app(serve_app):
-    settings = Settings(mcp_enabled=False)
-    catalog = ModelCatalog.load(settings.models_dir)
-    handles = {n: serve.get_deployment_handle(catalog.get(n).deployment_name, app_name="sutazai") for n in catalog.names()}
-    services = await build_services(settings, catalog, handles)
-    yield await create_app(services)
-    await services.close()
+    async with app_in_process(Settings(mcp_enabled=False)) as app:
+        yield app
 
 
 async def test_every_route_but_the_public_ones_needs_credentials_and_the_right_role(in_process_app, user_headers,

@@ -11,10 +11,9 @@ import pytest
 from ray import serve
 
 from deployments.llm import CPUModelServer
-from sutazai.api.app import create_app
 from sutazai.catalog import ModelCatalog, ModelSpec
-from sutazai.services import build_services
 from sutazai.settings import Settings
+from tests.conftest import app_in_process
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +29,9 @@ async def tiny_model_api(serve_app, app_env, user_headers):
     )
     settings = Settings(database_url=app_env["DATABASE_URL"], redis_url=app_env["REDIS_URL"], cache_enabled=False,
                         mcp_enabled=False)
-    services = await build_services(settings, ModelCatalog([spec]), {"tiny": handle})
-    transport = httpx.ASGITransport(app=await create_app(services))
-    async with httpx.AsyncClient(transport=transport, base_url="http://app", timeout=120, headers=user_headers) as client:
+    async with app_in_process(settings, ModelCatalog([spec]), {"tiny": handle}) as app, httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://app", timeout=120, headers=user_headers) as client:
         yield client
-    await services.close()
     serve.delete("backpressure")
 
 

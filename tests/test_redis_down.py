@@ -5,27 +5,18 @@ model deployment reached through its Serve handle."""
 
 import httpx
 import pytest
-from ray import serve
 
-from sutazai.api.app import create_app
-from sutazai.catalog import ModelCatalog
-from sutazai.services import build_services
 from sutazai.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import app_in_process, free_port
 
 
 @pytest.fixture(scope="module")
 async def redis_down_api(serve_app, app_env, user_headers):
     settings = Settings(database_url=app_env["DATABASE_URL"], redis_url=f"redis://127.0.0.1:{free_port()}/0",
                         mcp_enabled=False)
-    catalog = ModelCatalog.load(settings.models_dir)
-    handles = {name: serve.get_deployment_handle(catalog.get(name).deployment_name, app_name="sutazai")
-               for name in catalog.names()}
-    services = await build_services(settings, catalog, handles)
-    transport = httpx.ASGITransport(app=await create_app(services))
-    async with httpx.AsyncClient(transport=transport, base_url="http://app", timeout=120, headers=user_headers) as client:
+    async with app_in_process(settings) as app, httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://app", timeout=120, headers=user_headers) as client:
         yield client
-    await services.close()
 
 
 async def test_health_reports_redis_down_as_degraded_not_failed(redis_down_api):
