@@ -1,4 +1,11 @@
-"""What the ingress sends to a model deployment and gets back (pickled over Ray)."""
+"""The protocol between the ingress and every model deployment, whatever its engine.
+
+Every model deployment (CPU llama.cpp, vLLM) answers the same methods with these
+types, pickled over Ray: `generate(GenerationRequest) -> GenerationResult`,
+`generate_stream(GenerationRequest)` yielding `GenerationChunk`s (the last one
+carries `finish_reason` and `usage`), and `info() -> ModelServerInfo`. Errors the
+caller caused are `EngineError` (mapped to 400).
+"""
 
 from __future__ import annotations
 
@@ -62,6 +69,16 @@ class GenerationResult(BaseModel):
     text: str
     finish_reason: FinishReason
     usage: Usage
+
+
+class ModelServerInfo(BaseModel):
+    """What a model replica reports about itself (health and status pages)."""
+
+    name: str
+    engine: Literal["cpu", "vllm"]
+    context_length: int
+    slots: int | None = None  # sequences it decodes at once, when the engine says
+    free_slots: int | None = None
 
 
 class EngineError(Exception):
