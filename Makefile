@@ -22,6 +22,9 @@ run: install
 	$(VENV)/bin/sutazai run
 
 test: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install

@@ -119,8 +119,9 @@ def work_llama_cpp(model: str, args: argparse.Namespace) -> dict:
         out: list[int] = []
         started = time.perf_counter()
         first = last = None
-        for token in llm.generate(prompt_tokens, top_k=1, top_p=1.0, min_p=0.0, temp=0.0,
-                                  repeat_penalty=1.0, reset=True):
+        for token in llm.generate(
+            prompt_tokens, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True
+        ):
             if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
                 break
             last = time.perf_counter()
@@ -173,8 +174,13 @@ def work_transformers(model: str, args: argparse.Namespace, dtype_name: str) -> 
         clock = Clock()
         started = time.perf_counter()
         with torch.inference_mode():
-            out = lm.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False,
-                              streamer=clock, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+            out = lm.generate(
+                **inputs,
+                max_new_tokens=args.max_new_tokens,
+                do_sample=False,
+                streamer=clock,
+                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            )
         new = out[0][n_prompt:]
         token_times = clock.times[1:]  # drop the prompt's put()
         first = token_times[0] if token_times else None
@@ -183,11 +189,16 @@ def work_transformers(model: str, args: argparse.Namespace, dtype_name: str) -> 
 
     one()  # warm-up
     runs = [one() for _ in range(args.runs)]
-    return _summarise(runs, load_s, load_rss, {
-        "import_s": import_s,
-        "version": f"transformers {transformers.__version__}, torch {torch.__version__}",
-        "dtype": str(next(lm.parameters()).dtype),
-    })
+    return _summarise(
+        runs,
+        load_s,
+        load_rss,
+        {
+            "import_s": import_s,
+            "version": f"transformers {transformers.__version__}, torch {torch.__version__}",
+            "dtype": str(next(lm.parameters()).dtype),
+        },
+    )
 
 
 def _timing(started: float, first: float | None, last: float | None, n: int, text: str) -> dict:
@@ -221,10 +232,29 @@ def run_runtime(name: str, args: argparse.Namespace) -> dict:
     missing = missing_modules(spec["modules"])
     if missing:
         return {"error": f"not installed: {spec['pip']}", "missing": missing}
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TRANSFORMERS_VERBOSITY="error",
-               TQDM_DISABLE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(args.threads))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--model", args.model,
-           "--runs", str(args.runs), "--max-new-tokens", str(args.max_new_tokens), "--threads", str(args.threads)]
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TRANSFORMERS_VERBOSITY="error",
+        TQDM_DISABLE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS=str(args.threads),
+    )
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        name,
+        "--model",
+        args.model,
+        "--runs",
+        str(args.runs),
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+        "--threads",
+        str(args.threads),
+    ]
     started = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=WORKER_TIMEOUT_S)
@@ -233,10 +263,12 @@ def run_runtime(name: str, args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - started
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("RESULT "):
-            return {**json.loads(line[len("RESULT "):]), "wall_s": wall}
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-    return {"error": f"failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}",
-            "stderr_tail": "\n".join(lines[-20:])}
+            return {**json.loads(line[len("RESULT ") :]), "wall_s": wall}
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    return {
+        "error": f"failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}",
+        "stderr_tail": "\n".join(lines[-20:]),
+    }
 
 
 def fmt(value, spec: str) -> str:
@@ -244,16 +276,20 @@ def fmt(value, spec: str) -> str:
 
 
 def table(results: dict[str, dict]) -> str:
-    rows = ["| runtime | load s | RSS MB | peak RSS MB | TTFT ms | tokens/s | sample output (first 60 chars) |",
-            "|---|---:|---:|---:|---:|---:|---|"]
+    rows = [
+        "| runtime | load s | RSS MB | peak RSS MB | TTFT ms | tokens/s | sample output (first 60 chars) |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for name, r in results.items():
         if "error" in r:
             rows.append(f"| {name} | - | - | - | - | - | {r['error']} |")
             continue
         sample = r["text"].replace("\n", "\\n").replace("|", "\\|")[:60]
-        rows.append(f"| {name} | {fmt(r['load_s'], '.2f')} | {fmt(r['rss_mb'], '.0f')} | "
-                    f"{fmt(r['peak_rss_mb'], '.0f')} | {fmt(r['ttft_ms'], '.0f')} | {fmt(r['tok_s'], '.1f')} | "
-                    f"{sample} |")
+        rows.append(
+            f"| {name} | {fmt(r['load_s'], '.2f')} | {fmt(r['rss_mb'], '.0f')} | "
+            f"{fmt(r['peak_rss_mb'], '.0f')} | {fmt(r['ttft_ms'], '.0f')} | {fmt(r['tok_s'], '.1f')} | "
+            f"{sample} |"
+        )
     return "\n".join(rows)
 
 
@@ -287,8 +323,10 @@ def main() -> None:
         print(f"# {name} ...", file=sys.stderr, flush=True)
         results[name] = run_runtime(name, args)
 
-    print(f"Prompt: {PROMPT!r}; greedy, {args.max_new_tokens} new tokens, {args.threads} threads; "
-          f"TTFT and tokens/s are medians of {args.runs} runs after a warm-up.\n")
+    print(
+        f"Prompt: {PROMPT!r}; greedy, {args.max_new_tokens} new tokens, {args.threads} threads; "
+        f"TTFT and tokens/s are medians of {args.runs} runs after a warm-up.\n"
+    )
     print(table(results))
     print()
     for name, r in results.items():
@@ -296,8 +334,10 @@ def main() -> None:
             if r.get("stderr_tail"):
                 print(f"{name} error:\n{r['stderr_tail']}\n")
             continue
-        print(f"- {name}: {r['version']}; import {r['import_s']:.1f}s; {r['new_tokens']} new tokens"
-              + (f"; weights {r['dtype']}" if "dtype" in r else ""))
+        print(
+            f"- {name}: {r['version']}; import {r['import_s']:.1f}s; {r['new_tokens']} new tokens"
+            + (f"; weights {r['dtype']}" if "dtype" in r else "")
+        )
     if args.json:
         print(json.dumps(results, indent=2))
 

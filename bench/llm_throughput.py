@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
+import httpx
 
-from sutazai.catalog import ModelCatalog  # noqa: E402
-from sutazai.settings import PROJECT_ROOT, Settings  # noqa: E402
+from sutazai.catalog import ModelCatalog
+from sutazai.settings import PROJECT_ROOT, Settings
 
 PROMPT = "Once upon a time, in a small village by the sea,"
 CONCURRENCY = (1, 4, 8)
@@ -49,10 +49,19 @@ async def engine_run(engine, max_tokens: int, streams: int, seed0: int) -> tuple
     return sum(r[0] for r in results), time.perf_counter() - started, [r[1] for r in results]
 
 
-async def http_run(base_url: str, token: str, model: str, max_tokens: int, streams: int, seed0: int) -> tuple[int, float, list[float]]:
+async def http_run(
+    base_url: str, token: str, model: str, max_tokens: int, streams: int, seed0: int
+) -> tuple[int, float, list[float]]:
     async def one(client: httpx.AsyncClient, i: int) -> tuple[int, float]:
-        body = {"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0.8, "seed": seed0 + i,
-                "stream": True, "stream_options": {"include_usage": True}}
+        body = {
+            "model": model,
+            "prompt": PROMPT,
+            "max_tokens": max_tokens,
+            "temperature": 0.8,
+            "seed": seed0 + i,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         started = time.perf_counter()
         ttft, tokens = None, 0
         async with client.stream("POST", "/v1/completions", json=body) as r:
@@ -67,7 +76,9 @@ async def http_run(base_url: str, token: str, model: str, max_tokens: int, strea
                     tokens = data["usage"]["completion_tokens"]
         return tokens, ttft or 0.0
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=300, headers={"Authorization": f"Bearer {token}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=300, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
         started = time.perf_counter()
         results = await asyncio.gather(*(one(client, i) for i in range(streams)))
     return sum(r[0] for r in results), time.perf_counter() - started, [r[1] for r in results]
@@ -88,11 +99,18 @@ def start_app() -> tuple[str, str, object]:
 
     admin_password = secrets.token_urlsafe(16)
     unlimited = json.dumps({"admin": 10**9, "user": 10**9, "viewer": 10**9})
-    env = {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url,
-           "SUTAZAI_DATA_DIR": str(data_dir), "SUTAZAI_MCP_ENABLED": "false", "SUTAZAI_CACHE_ENABLED": "false",
-           "SUTAZAI_JWT_SECRET": secrets.token_urlsafe(48), "SUTAZAI_ADMIN_USERNAME": f"bench-{secrets.token_hex(4)}",
-           "SUTAZAI_ADMIN_PASSWORD": admin_password,
-           "SUTAZAI_RATE_LIMIT_REQUESTS_PER_MINUTE": unlimited, "SUTAZAI_RATE_LIMIT_TOKENS_PER_MINUTE": unlimited}
+    env = {
+        "DATABASE_URL": servers.database_url,
+        "REDIS_URL": servers.redis_url,
+        "SUTAZAI_DATA_DIR": str(data_dir),
+        "SUTAZAI_MCP_ENABLED": "false",
+        "SUTAZAI_CACHE_ENABLED": "false",
+        "SUTAZAI_JWT_SECRET": secrets.token_urlsafe(48),
+        "SUTAZAI_ADMIN_USERNAME": f"bench-{secrets.token_hex(4)}",
+        "SUTAZAI_ADMIN_PASSWORD": admin_password,
+        "SUTAZAI_RATE_LIMIT_REQUESTS_PER_MINUTE": unlimited,
+        "SUTAZAI_RATE_LIMIT_TOKENS_PER_MINUTE": unlimited,
+    }
     os.environ.update(env)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
@@ -100,8 +118,11 @@ def start_app() -> tuple[str, str, object]:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"env": env}), name="sutazai", route_prefix="/")
     base_url = f"http://127.0.0.1:{port}"
-    r = httpx.post(f"{base_url}/api/v1/auth/login", timeout=30,
-                   json={"username": env["SUTAZAI_ADMIN_USERNAME"], "password": admin_password})
+    r = httpx.post(
+        f"{base_url}/api/v1/auth/login",
+        timeout=30,
+        json={"username": env["SUTAZAI_ADMIN_USERNAME"], "password": admin_password},
+    )
     r.raise_for_status()
     return base_url, r.json()["access_token"], servers
 
@@ -131,7 +152,6 @@ def main() -> None:
 
     asyncio.run(engine_phase())
     engine.close()
-    del engine
 
     # 2) through HTTP SSE: proxy -> ingress -> model deployment
     servers = None
@@ -143,19 +163,23 @@ def main() -> None:
         tokens, wall, ttfts = asyncio.run(http_run(base_url, token, args.model, args.max_tokens, streams, 100))
         rows.append(("HTTP SSE via Serve", streams, tokens, wall, statistics.median(ttfts)))
 
-    print(f"\nmodel {args.model}, prompt {len(PROMPT)} chars, max_tokens {args.max_tokens}, "
-          f"slots/replica {spec.cpu.slots}, threads/slot {spec.cpu.threads_per_slot}, {os.cpu_count()} cores\n")
-    print(f"| path | streams | tokens | wall s | aggregate tok/s | per-stream tok/s | median TTFT ms |")
+    print(
+        f"\nmodel {args.model}, prompt {len(PROMPT)} chars, max_tokens {args.max_tokens}, "
+        f"slots/replica {spec.cpu.slots}, threads/slot {spec.cpu.threads_per_slot}, {os.cpu_count()} cores\n"
+    )
+    print("| path | streams | tokens | wall s | aggregate tok/s | per-stream tok/s | median TTFT ms |")
     print("|---|---|---|---|---|---|---|")
     for path, streams, tokens, wall, ttft in rows:
-        print(f"| {path} | {streams} | {tokens} | {wall:.2f} | {tokens / wall:.1f} | {tokens / wall / streams:.1f} "
-              f"| {ttft * 1000:.0f} |")
+        print(
+            f"| {path} | {streams} | {tokens} | {wall:.2f} | {tokens / wall:.1f} | {tokens / wall / streams:.1f} "
+            f"| {ttft * 1000:.0f} |"
+        )
     single = {path: tokens / wall for path, streams, tokens, wall, _ in rows if streams == 1}
     print(f"\nsingle stream, HTTP SSE / in-process: {single['HTTP SSE via Serve'] / single['engine in-process']:.2f}")
 
     if servers is not None:
-        from ray import serve
         import ray
+        from ray import serve
 
         serve.shutdown()
         ray.shutdown()

@@ -30,7 +30,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def measure(call, calls: int, batch: int, workers: int) -> dict:
@@ -68,7 +68,8 @@ async def bench_direct(settings, server: str, tool: str, arguments: dict, args) 
 
     config = load_config(settings.mcp_config)
     entry = expand_server(
-        config.mcp_servers[server], {**local_placeholders(), **shared_placeholders(settings.data_dir, config.config_dir)}
+        config.mcp_servers[server],
+        {**local_placeholders(), **shared_placeholders(settings.data_dir, config.config_dir)},
     )
     for folder in entry.ensure_dirs:
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,7 @@ async def bench_direct(settings, server: str, tool: str, arguments: dict, args) 
 async def bench_gateway(settings, server: str, tool: str, arguments: dict, args) -> dict:
     import ray
 
-    from sutazai.mcp.gateway import MCPGateway
+    from deployments.mcp_process import connect_gateway
 
     if args.ray_address:
         ray.init(address=args.ray_address, log_to_driver=False, logging_level="WARNING")
@@ -96,7 +97,7 @@ async def bench_gateway(settings, server: str, tool: str, arguments: dict, args)
     else:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
         namespace = "sutazai-bench"
-    gateway = await MCPGateway.connect(settings, namespace=namespace)
+    gateway = await connect_gateway(settings, namespace=namespace)
     try:
         await gateway.wait_ready(timeout=60)
 
@@ -145,9 +146,13 @@ async def main() -> None:
     settings = get_settings()
     arguments = json.loads(args.arguments)
     rows = [("direct ClientSession (1 process)", await bench_direct(settings, args.server, args.tool, arguments, args))]
-    rows.append(("gateway -> Ray actor -> stdio", await bench_gateway(settings, args.server, args.tool, arguments, args)))
+    rows.append(
+        ("gateway -> Ray actor -> stdio", await bench_gateway(settings, args.server, args.tool, arguments, args))
+    )
     if args.base_url:
-        rows.append((f"HTTP {args.base_url}/api/v1/mcp/execute", await bench_http(args.server, args.tool, arguments, args)))
+        rows.append(
+            (f"HTTP {args.base_url}/api/v1/mcp/execute", await bench_http(args.server, args.tool, arguments, args))
+        )
 
     print(f"\n{args.server}/{args.tool}: {args.calls} sequential calls, {args.batch} calls by {args.workers} workers\n")
     print(f"| {'path':<40} | {'p50 ms':>7} | {'p99 ms':>7} | {'calls/s':>8} |")

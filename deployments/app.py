@@ -1,49 +1,51 @@
 """The application builder: `serve run deployments.app:build_app` or serve_config.yaml.
 
-One LLM deployment per enabled model file, each with the replica count,
-concurrency and queue bounds its file declares, and one autoscaled ingress
-that reaches them through deployment handles.
+One model deployment per enabled model file, each with the replica count,
+concurrency and queue bounds its file declares, and one autoscaled ingress that
+reaches them through deployment handles. The two engines' builders sit side by
+side here; both deployments answer the same protocol (`sutazai.schemas.engine`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ray.serve import Application
 
+from deployments.cpu_model import CPUModelServer
 from deployments.ingress import Ingress
-from deployments.llm import CPUModelServer
 from sutazai.catalog import ModelCatalog, ModelSpec
-from sutazai.settings import Settings
+from sutazai.settings import Settings, get_settings
 
 
-def _serve_options(spec: ModelSpec, env: dict[str, str]) -> dict:
-    actor_options = spec.ray_actor_options()
-    if env:
-        actor_options["runtime_env"] = {"env_vars": dict(env)}
-    return {
-        "name": spec.deployment_name,
-        "max_ongoing_requests": spec.deployment.max_ongoing_requests,
-        "max_queued_requests": spec.deployment.max_queued_requests,
-        "autoscaling_config": spec.autoscaling.to_serve(),
-        "ray_actor_options": actor_options,
-        "health_check_period_s": 10,
-        "graceful_shutdown_timeout_s": 20,
-    }
+def _runtime_env(env: dict[str, str]) -> dict[str, Any]:
+    return {"runtime_env": {"env_vars": dict(env)}} if env else {}
+
+
+def cpu_model_deployment(spec: ModelSpec, env: dict[str, str]) -> Application:
+    return CPUModelServer.options(
+        name=spec.deployment_name,
+        max_ongoing_requests=spec.deployment.max_ongoing_requests,
+        max_queued_requests=spec.deployment.max_queued_requests,
+        autoscaling_config=spec.autoscaling.to_serve(),
+        ray_actor_options=spec.ray_actor_options() | _runtime_env(env),
+        health_check_period_s=10,
+        graceful_shutdown_timeout_s=20,
+    ).bind(spec.model_dump())
+
+
+def vllm_model_deployment(spec: ModelSpec, env: dict[str, str]) -> Application:
+    from deployments.vllm_model import build_vllm_deployment  # imports vLLM: GPU nodes only
+
+    return build_vllm_deployment(spec, env)
 
 
 def model_deployment(spec: ModelSpec, env: dict[str, str]) -> Application:
-    if spec.engine == "vllm":
-        from sutazai.engines.vllm import build_vllm_deployment
-
-        return build_vllm_deployment(spec, env)
-    return CPUModelServer.options(**_serve_options(spec, env)).bind(spec.model_dump())
+    return vllm_model_deployment(spec, env) if spec.engine == "vllm" else cpu_model_deployment(spec, env)
 
 
-def ingress_options(settings: Settings, env: dict[str, str]) -> dict:
-    actor_options: dict = {"num_cpus": settings.ingress_num_cpus}
-    if env:
-        actor_options["runtime_env"] = {"env_vars": dict(env)}
+def ingress_options(settings: Settings, env: dict[str, str]) -> dict[str, Any]:
     return {
         "name": "ingress",
         "max_ongoing_requests": settings.ingress_max_ongoing_requests,
@@ -54,7 +56,7 @@ def ingress_options(settings: Settings, env: dict[str, str]) -> dict:
             "target_ongoing_requests": settings.ingress_max_ongoing_requests // 2,
             "look_back_period_s": 15,
         },
-        "ray_actor_options": actor_options,
+        "ray_actor_options": {"num_cpus": settings.ingress_num_cpus} | _runtime_env(env),
     }
 
 
@@ -65,8 +67,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     env = {str(k): str(v) for k, v in (args.pop("env", None) or {}).items()}
     if args:
         raise ValueError(f"unknown application args: {sorted(args)}")
-    settings = Settings(**({"models_dir": env["SUTAZAI_MODELS_DIR"]} if "SUTAZAI_MODELS_DIR" in env else {}))
-    catalog = ModelCatalog.load(settings.models_dir)
+    settings = get_settings()
+    catalog = ModelCatalog.load(Path(env.get("SUTAZAI_MODELS_DIR", settings.models_dir)))
     models = {spec.name: model_deployment(spec, env) for spec in catalog.specs.values()}
     return Ingress.options(**ingress_options(settings, env)).bind(
         models, [spec.model_dump() for spec in catalog.specs.values()]

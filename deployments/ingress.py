@@ -1,16 +1,23 @@
-"""The HTTP ingress: FastAPI on Serve, built per replica from its `Services`."""
+"""The HTTP ingress: FastAPI on Serve, built per replica from its `Services`.
+
+This is where a replica's parts come together: the model deployments' handles
+(from the application builder) and the MCP actors (found or created by name).
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from fastapi import FastAPI
 from ray import serve
 
+from deployments.mcp_process import connect_gateway
 from sutazai.api.app import create_app
-from sutazai.catalog import ModelCatalog
+from sutazai.catalog import ModelCatalog, ModelSpec
+from sutazai.mcp.gateway import MCPGateway
 from sutazai.services import Services, build_services
-from sutazai.settings import get_settings
+from sutazai.settings import Settings, get_settings
 
 logger = logging.getLogger("ray.serve")
 
@@ -18,30 +25,23 @@ logger = logging.getLogger("ray.serve")
 @serve.deployment
 @serve.ingress()
 class Ingress:
-    async def __init__(self, models: dict[str, Any], catalog_specs: list[dict]) -> None:
-        from sutazai.catalog import ModelSpec
-
+    async def __init__(self, models: dict[str, Any], catalog_specs: list[dict[str, Any]]) -> None:
         settings = get_settings()
         catalog = ModelCatalog([ModelSpec.model_validate(s) for s in catalog_specs])
-        self.services: Services = await build_services(settings, catalog, models)
-        if settings.mcp_enabled:
-            self.services.mcp = await _connect_mcp(settings)
+        mcp = await _connect_mcp(settings) if settings.mcp_enabled else None
+        self.services: Services = await build_services(settings, catalog, models, mcp=mcp)
 
-    async def __serve_build_asgi_app__(self):
-        return await create_app(self.services)
+    async def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_app(self.services)
 
     async def check_health(self) -> None:
         """Unhealthy when Postgres is unreachable: Serve replaces the replica."""
         await self.services.pool.fetchval("SELECT 1")
 
 
-async def _connect_mcp(settings):
+async def _connect_mcp(settings: Settings) -> MCPGateway | None:
     try:
-        from sutazai.mcp.gateway import MCPGateway
-    except ModuleNotFoundError:
-        return None
-    try:
-        return await MCPGateway.connect(settings)
+        return await connect_gateway(settings)
     except Exception:
         logger.exception("MCP gateway failed to start; MCP routes answer 503")
         return None

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from sutazai.schemas.engine import GenerationRequest, GenerationResult
+from sutazai.schemas.system import CacheStats
 
 logger = logging.getLogger("sutazai.cache")
 
@@ -57,21 +58,21 @@ class ResponseCache:
         except (RedisError, OSError) as exc:
             logger.warning("cache write skipped (redis unavailable): %s", exc)
 
-    async def stats(self) -> dict:
+    async def stats(self) -> CacheStats:
         hits, misses = await self.client.mget(HITS, MISSES)
         hits, misses = int(hits or 0), int(misses or 0)
         entries = 0
         async for _ in self.client.scan_iter(match=f"{PREFIX}*", count=500):
             entries += 1
         lookups = hits + misses
-        return {
-            "enabled": self.enabled,
-            "entries": entries,
-            "hits": hits,
-            "misses": misses,
-            "hit_rate": round(hits / lookups, 4) if lookups else 0.0,
-            "ttl_s": self.ttl_s,
-        }
+        return CacheStats(
+            enabled=self.enabled,
+            entries=entries,
+            hits=hits,
+            misses=misses,
+            hit_rate=round(hits / lookups, 4) if lookups else 0.0,
+            ttl_s=self.ttl_s,
+        )
 
     async def invalidate(self, model: str | None = None) -> int:
         """Delete cached responses (of one model, or all); returns how many."""

@@ -23,7 +23,7 @@ class ModelSource(_Strict):
     package: str | None = None
 
     @model_validator(mode="after")
-    def _one_of(self) -> "ModelSource":
+    def _one_of(self) -> ModelSource:
         if (self.path is None) == (self.package is None):
             raise ValueError("source needs exactly one of `path` or `package`")
         return self
@@ -69,7 +69,7 @@ class Autoscaling(_Strict):
     look_back_period_s: float = 15.0  # must exceed Serve's 10 s metrics interval
 
     @model_validator(mode="after")
-    def _bounds(self) -> "Autoscaling":
+    def _bounds(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
             raise ValueError("min_replicas must be <= max_replicas")
         return self
@@ -125,7 +125,7 @@ class ModelCatalog:
         self.specs = {s.name: s for s in specs}
 
     @classmethod
-    def load(cls, directory: Path, *, include_disabled: bool = False) -> "ModelCatalog":
+    def load(cls, directory: Path, *, include_disabled: bool = False) -> ModelCatalog:
         specs = []
         for path in sorted(directory.glob("*.yaml")):
             try:

@@ -9,6 +9,7 @@ stays in the foreground; Ctrl-C tears everything down again.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -16,8 +17,9 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
-from sutazai.settings import Settings
+from sutazai.settings import Settings, get_settings
 
 logger = logging.getLogger("sutazai.cli")
 
@@ -30,11 +32,17 @@ def start_ray_head(settings: Settings, env: dict[str, str]) -> str:
     """A local head on a port that is not Redis's; workers inherit `env`."""
     address = f"127.0.0.1:{settings.ray_port}"
     cmd = [
-        _ray_bin(), "start", "--head",
-        "--port", str(settings.ray_port),
-        "--dashboard-host", "127.0.0.1",
-        "--dashboard-port", str(settings.dashboard_port),
-        "--metrics-export-port", str(settings.metrics_export_port),
+        _ray_bin(),
+        "start",
+        "--head",
+        "--port",
+        str(settings.ray_port),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(settings.dashboard_port),
+        "--metrics-export-port",
+        str(settings.metrics_export_port),
         "--disable-usage-stats",
     ]
     subprocess.run(cmd, check=True, env={**os.environ, **env, "RAY_USAGE_STATS_ENABLED": "0"})
@@ -46,15 +54,16 @@ def stop_ray() -> None:
 
 
 def deploy(settings: Settings, env: dict[str, str]) -> None:
+    """Deploy the application named by `settings.app_import_path`, as `serve run` would."""
     from ray import serve
 
-    from deployments.app import build_app
-
+    module_name, _, attribute = settings.app_import_path.partition(":")
+    build_app = getattr(importlib.import_module(module_name), attribute)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_app({"env": env}), name=settings.app_name, route_prefix="/", blocking=False)
 
 
-def embedded_admin_password(settings: Settings):
+def embedded_admin_password(settings: Settings) -> Path:
     """The embedded default's first admin password: random, made once, kept in a 0600 file
     (no default password anywhere; the operator reads it from the file)."""
     import secrets
@@ -76,18 +85,21 @@ def run(args: argparse.Namespace) -> int:
     from sutazai.auth.secret import jwt_secret_env
     from sutazai.embedded import start_missing
 
-    settings = Settings()
+    settings = get_settings()
     if args.port:
         settings.port = args.port
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     servers = start_missing(settings.data_dir, settings.database_url, settings.redis_url)
-    env = {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url,
-           "SUTAZAI_DATA_DIR": str(settings.data_dir)}
+    env = {
+        "DATABASE_URL": servers.database_url,
+        "REDIS_URL": servers.redis_url,
+        "SUTAZAI_DATA_DIR": str(settings.data_dir),
+    }
     # Replicas see real URLs and so cannot tell they are embedded: hand them the
     # launcher's embedded JWT secret ({} outside the embedded default).
     env.update(jwt_secret_env(settings))
     admin_note = ""
-    if settings.admin_password is None and settings.database_url is None:
+    if settings.admin_password is None and settings.embedded:
         password_file = embedded_admin_password(settings)
         env["SUTAZAI_ADMIN_PASSWORD"] = password_file.read_text().strip()
         admin_note = f"  Admin      user {settings.admin_username!r}, password in {password_file}\n"
@@ -100,11 +112,14 @@ def run(args: argparse.Namespace) -> int:
         ray.init(address=address, namespace="sutazai", logging_level=logging.WARNING)
         started = time.perf_counter()
         deploy(settings, env)
-        print(f"\nSutazAI is up in {time.perf_counter() - started:.1f}s\n"
-              f"  API        http://{settings.host}:{settings.port}  (docs: /docs)\n"
-              f"  Dashboard  http://127.0.0.1:{settings.dashboard_port}\n"
-              f"  Postgres   {servers.database_url}\n  Redis      {servers.redis_url}\n{admin_note}"
-              "Ctrl-C stops everything.", flush=True)
+        print(
+            f"\nSutazAI is up in {time.perf_counter() - started:.1f}s\n"
+            f"  API        http://{settings.host}:{settings.port}  (docs: /docs)\n"
+            f"  Dashboard  http://127.0.0.1:{settings.dashboard_port}\n"
+            f"  Postgres   {servers.database_url}\n  Redis      {servers.redis_url}\n{admin_note}"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
         stop.wait()
     finally:
         print("stopping...", flush=True)
@@ -121,18 +136,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(args: argparse.Namespace) -> str:
+    from sutazai.auth.cli import prompt_password
+
+    return sys.stdin.readline().rstrip("\n") if args.password_stdin else prompt_password()
+
+
 def create_user(args: argparse.Namespace) -> int:
     """Create a user (e.g. the first admin) in the configured database."""
-    from sutazai.auth.cli import CLIError, prompt_password
+    from sutazai.auth.cli import CLIError
     from sutazai.auth.cli import create_user as create
 
     try:
-        password = sys.stdin.readline().rstrip("\n") if args.password_stdin else prompt_password()
-        create(Settings(), args.username, password, args.role)
+        create(get_settings(), args.username, _read_password(args), args.role)
     except CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"created {args.role} {args.username}")
+    return 0
+
+
+def set_password(args: argparse.Namespace) -> int:
+    """Reset a user's password (and end their sessions): the way back in when it is lost."""
+    from sutazai.auth.cli import CLIError
+    from sutazai.auth.cli import set_password as reset
+
+    try:
+        reset(get_settings(), args.username, _read_password(args))
+    except CLIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"password of {args.username} changed; their sessions are ended")
     return 0
 
 
@@ -153,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     user_parser.add_argument("--role", choices=["admin", "user", "viewer"], default="user")
     user_parser.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     user_parser.set_defaults(func=create_user)
+    password_parser = sub.add_parser("set-password", help="reset a user's password in DATABASE_URL (prompted)")
+    password_parser.add_argument("username")
+    password_parser.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    password_parser.set_defaults(func=set_password)
     stop_parser = sub.add_parser("stop", help="stop a local Ray head left running")
     stop_parser.set_defaults(func=stop)
     args = parser.parse_args(argv)

@@ -1,110 +1,107 @@
-"""One error shape for every route: {"error": {"code", "message", "request_id"}}.
+"""What can go wrong for a caller, as exceptions of the domain (no HTTP here).
 
-Routes raise `APIError`; the handlers here turn it, validation failures, unknown
-routes, Serve back-pressure and anything unexpected into that JSON shape. A stack
-trace never reaches a client; it goes to the log with the request id.
+Stores, auth, inference and the MCP gateway raise these; `sutazai.api.errors`
+maps each class to an HTTP status and the one JSON error shape in one place.
+Each class has a stable `code` that clients can match on; an instance may narrow
+it (e.g. `InvalidInput(..., code="invalid_scope")`).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-logger = logging.getLogger("sutazai.errors")
+class SutazaiError(Exception):
+    """Base of every error meant for the caller."""
 
+    code = "bad_request"
 
-class APIError(Exception):
-    """An error meant for the client, with an HTTP status and a stable code."""
-
-    def __init__(
-        self,
-        status_code: int,
-        code: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-        details: Any = None,
-    ) -> None:
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
         super().__init__(message)
-        self.status_code = status_code
-        self.code = code
         self.message = message
-        self.headers = headers
+        self.code = code or type(self).code
         self.details = details
 
 
-def not_found(what: str) -> APIError:
-    return APIError(404, "not_found", f"{what} not found")
+class BadRequest(SutazaiError):
+    """The request cannot be served as asked (e.g. a prompt longer than the model's context)."""
 
 
-def unavailable(message: str, retry_after_s: int) -> APIError:
-    return APIError(503, "unavailable", message, headers={"Retry-After": str(retry_after_s)})
+class InvalidInput(SutazaiError):
+    code = "validation_error"
 
 
-def request_id_of(request: Request) -> str | None:
-    return getattr(request.state, "request_id", None)
+class WeakPassword(InvalidInput):
+    code = "weak_password"
 
 
-def error_body(code: str, message: str, request_id: str | None, details: Any = None) -> dict:
-    error: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
-    if details is not None:
-        error["details"] = details
-    return {"error": error}
+class InvalidUsername(InvalidInput):
+    code = "invalid_username"
 
 
-def error_response(request: Request, status_code: int, code: str, message: str, *, headers=None, details=None) -> JSONResponse:
-    body = error_body(code, message, request_id_of(request), jsonable_encoder(details) if details is not None else None)
-    return JSONResponse(body, status_code=status_code, headers=headers)
+class InvalidRole(InvalidInput):
+    code = "invalid_role"
 
 
-_STATUS_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-    503: "unavailable",
-}
+class InvalidScope(InvalidInput):
+    code = "invalid_scope"
 
 
-def _validation_details(exc: RequestValidationError) -> list[dict]:
-    details = []
-    for err in exc.errors():
-        details.append({"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")})
-    return details
+class NotFound(SutazaiError):
+    code = "not_found"
+
+    @classmethod
+    def of(cls, what: str) -> NotFound:
+        return cls(f"{what} not found")
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError):
-        return error_response(request, exc.status_code, exc.code, exc.message, headers=exc.headers, details=exc.details)
+class Conflict(SutazaiError):
+    code = "conflict"
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError):
-        details = _validation_details(exc)
-        first = details[0] if details else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
-        return error_response(request, 422, "validation_error", f"{where}: {first['msg']}", details=details)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
-        code = _STATUS_CODES.get(exc.status_code, "error")
-        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        if exc.status_code == 404 and message == "Not Found":
-            message = f"no route {request.method} {request.url.path}"
-        return error_response(request, exc.status_code, code, message, headers=getattr(exc, "headers", None))
+class UsernameTaken(Conflict):
+    def __init__(self, username: str) -> None:
+        super().__init__(f"username {username!r} is taken")
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
-        logger.exception("unhandled error request_id=%s path=%s", request_id_of(request), request.url.path)
-        return error_response(request, 500, "internal_error", "internal server error")
+
+class LastAdmin(Conflict):
+    code = "last_admin"
+
+    def __init__(self) -> None:
+        super().__init__("cannot demote or disable the last enabled admin")
+
+
+class Unauthenticated(SutazaiError):
+    """No usable credentials; `challenge_error` goes into the WWW-Authenticate header (RFC 6750)."""
+
+    code = "unauthorized"
+    challenge_error: str | None = None
+
+
+class InvalidToken(Unauthenticated):
+    code = "invalid_token"
+    challenge_error = "invalid_token"
+
+
+class Forbidden(SutazaiError):
+    code = "forbidden"
+
+
+class RateLimited(SutazaiError):
+    """Over a limit; `limit_headers` are the X-RateLimit-* (and Retry-After) values of the decision."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, limit_headers: dict[str, str], *, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.limit_headers = limit_headers
+
+
+class Unavailable(SutazaiError):
+    """A dependency is down, busy or restarting: try again after `retry_after_s`."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after_s: int, *, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s

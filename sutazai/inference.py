@@ -1,6 +1,7 @@
 """Inference as the ingress sees it: resolve a model, apply its defaults, use the
-cache, call the model deployment through its handle, and map Serve's failures
-to API errors (back-pressure -> 503 + Retry-After; a bad request -> 400).
+cache, call the model deployment through its handle, and turn Serve's failures
+into domain errors (back-pressure -> `Unavailable` with a retry delay; a request
+the engine refuses -> `BadRequest`).
 """
 
 from __future__ import annotations
@@ -8,38 +9,36 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from sutazai.cache import ResponseCache
 from sutazai.catalog import ModelCatalog, ModelSpec
-from sutazai.errors import APIError, unavailable
+from sutazai.errors import BadRequest, NotFound, SutazaiError, Unavailable
 from sutazai.schemas.engine import (
     ChatMessage,
     EngineError,
     GenerationChunk,
     GenerationRequest,
     GenerationResult,
+    ModelServerInfo,
 )
 
 logger = logging.getLogger("sutazai.inference")
 
 
-class ModelClient(Protocol):
-    """How the ingress talks to one model deployment, whatever its engine."""
+class BatchOutcome(NamedTuple):
+    """One prompt of a batch: its result (and whether cached), or the error it met."""
 
-    spec: ModelSpec
-
-    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
-
-    def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
-
-    async def info(self) -> dict: ...
+    result: GenerationResult | None
+    cached: bool
+    error: SutazaiError | None
 
 
-class CPUModelClient:
-    """Calls a `deployments.llm.CPUModelServer` deployment."""
+class ModelClient:
+    """One model deployment, reached through its handle. Every engine's deployment answers
+    the same methods with the same types (`sutazai.schemas.engine`), so one client fits all."""
 
     def __init__(self, spec: ModelSpec, handle: Any) -> None:
         self.spec = spec
@@ -52,37 +51,42 @@ class CPUModelClient:
     def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         return self.stream_handle.generate_stream.remote(request)
 
-    async def info(self) -> dict:
+    async def info(self) -> ModelServerInfo:
         return await self.handle.info.remote()
 
 
-def model_client(spec: ModelSpec, handle: Any) -> ModelClient:
-    if spec.engine == "vllm":
-        from sutazai.engines.vllm import VLLMModelClient
-
-        return VLLMModelClient(spec, handle)
-    return CPUModelClient(spec, handle)
-
-
 class InferenceService:
-    def __init__(self, catalog: ModelCatalog, clients: dict[str, ModelClient], cache: ResponseCache, *,
-                 default_model: str | None, retry_after_s: int) -> None:
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        clients: dict[str, ModelClient],
+        cache: ResponseCache,
+        *,
+        default_model: str | None,
+        retry_after_s: int,
+    ) -> None:
         self.catalog = catalog
         self.clients = clients
         self.cache = cache
-        self.default_model = catalog.default_name(default_model)
+        self.default_model = catalog.default_name(default_model) if catalog.specs else None
         self.retry_after_s = retry_after_s
 
     def resolve(self, name: str | None) -> ModelClient:
         name = name or self.default_model
-        client = self.clients.get(name)
+        client = self.clients.get(name) if name else None
         if client is None:
-            raise APIError(404, "model_not_found", f"model {name!r} is not served; see GET /api/v1/models")
+            raise NotFound(f"model {name!r} is not served; see GET /api/v1/models", code="model_not_found")
         return client
 
     @staticmethod
-    def build_request(spec: ModelSpec, sampling: Any, *, request_id: str | None,
-                      messages: list[ChatMessage] | None = None, prompt: str | None = None) -> GenerationRequest:
+    def build_request(
+        spec: ModelSpec,
+        sampling: Any,
+        *,
+        request_id: str | None,
+        messages: list[ChatMessage] | None = None,
+        prompt: str | None = None,
+    ) -> GenerationRequest:
         """`sampling` is any request body with max_tokens, temperature, top_p, stop and seed;
         what it leaves unset comes from the model file."""
         defaults = spec.sampling
@@ -97,17 +101,17 @@ class InferenceService:
             request_id=request_id,
         )
 
-    def _api_error(self, exc: BaseException, model: str) -> APIError:
-        if isinstance(exc, APIError):
+    def _error(self, exc: BaseException, model: str) -> SutazaiError:
+        if isinstance(exc, SutazaiError):
             return exc
         if isinstance(exc, EngineError):
-            return APIError(400, exc.code, exc.message)
+            return BadRequest(exc.message, code=exc.code)
         if isinstance(exc, BackPressureError):
-            return unavailable(f"model {model} is at capacity; retry later", self.retry_after_s)
+            return Unavailable(f"model {model} is at capacity; retry later", self.retry_after_s)
         if isinstance(exc, DeploymentUnavailableError):
-            return unavailable(f"model {model} is unavailable", self.retry_after_s)
+            return Unavailable(f"model {model} is unavailable", self.retry_after_s)
         logger.error("model %s failed: %r", model, exc)
-        return unavailable(f"model {model} failed to answer", self.retry_after_s)
+        return Unavailable(f"model {model} failed to answer", self.retry_after_s)
 
     async def complete(self, client: ModelClient, request: GenerationRequest) -> tuple[GenerationResult, bool]:
         """The result and whether it came from the cache."""
@@ -118,11 +122,13 @@ class InferenceService:
         try:
             result = await client.generate(request)
         except Exception as exc:
-            raise self._api_error(exc, name) from None
+            raise self._error(exc, name) from None
         await self.cache.put(name, request, result)
         return result, False
 
-    async def open_stream(self, client: ModelClient, request: GenerationRequest) -> tuple[AsyncIterator[GenerationChunk], bool]:
+    async def open_stream(
+        self, client: ModelClient, request: GenerationRequest
+    ) -> tuple[AsyncIterator[GenerationChunk], bool]:
         """Starts a stream and waits for its first chunk, so that a refusal
         (capacity, bad request) is an HTTP status, not an error inside the stream."""
         name = client.spec.name
@@ -133,13 +139,18 @@ class InferenceService:
         try:
             first = await stream.__anext__()
         except StopAsyncIteration:
-            raise unavailable(f"model {name} ended the stream early", self.retry_after_s) from None
+            raise Unavailable(f"model {name} ended the stream early", self.retry_after_s) from None
         except Exception as exc:
-            raise self._api_error(exc, name) from None
+            raise self._error(exc, name) from None
         return self._continue(client, request, first, stream), False
 
-    async def _continue(self, client: ModelClient, request: GenerationRequest, first: GenerationChunk,
-                        rest: AsyncIterator[GenerationChunk]) -> AsyncIterator[GenerationChunk]:
+    async def _continue(
+        self,
+        client: ModelClient,
+        request: GenerationRequest,
+        first: GenerationChunk,
+        rest: AsyncIterator[GenerationChunk],
+    ) -> AsyncIterator[GenerationChunk]:
         parts: list[str] = []
         chunk = first
         try:
@@ -155,23 +166,25 @@ class InferenceService:
                 except StopAsyncIteration:
                     return
                 except Exception as exc:
-                    raise self._api_error(exc, client.spec.name) from None
+                    raise self._error(exc, client.spec.name) from None
         finally:
             cancel = getattr(rest, "cancel", None)
             if cancel is not None and chunk.usage is None:
                 cancel()  # the client went away: free the model's slot
 
-    async def batch(self, client: ModelClient, requests: list[GenerationRequest], concurrency: int) -> list[tuple[GenerationResult | None, bool, APIError | None]]:
+    async def batch(
+        self, client: ModelClient, requests: list[GenerationRequest], concurrency: int
+    ) -> list[BatchOutcome]:
         """Runs requests concurrently (at most `concurrency` at once); one failure does not fail the rest."""
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(request: GenerationRequest):
+        async def one(request: GenerationRequest) -> BatchOutcome:
             async with gate:
                 try:
                     result, cached = await self.complete(client, request)
-                    return result, cached, None
-                except APIError as exc:
-                    return None, False, exc
+                    return BatchOutcome(result, cached, None)
+                except SutazaiError as exc:
+                    return BatchOutcome(None, False, exc)
 
         return await asyncio.gather(*(one(r) for r in requests))
 

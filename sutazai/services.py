@@ -1,20 +1,42 @@
-"""What a route needs, built once per ingress replica and kept on `app.state.services`."""
+"""The composition root: everything an ingress replica uses, built once, in one place.
+
+`build_services` connects to Postgres and Redis, builds the stores, the auth
+pieces, the cache and the model clients, takes the MCP gateway the deployment
+connected, and starts the replica's housekeeping. Nothing is attached later and
+nothing is built lazily; routes reach all of it through `sutazai.api.deps`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from sutazai.auth.accounts import ensure_admin
+from sutazai.auth.authenticate import Authenticator
+from sutazai.auth.rate_limit import RateLimiter
+from sutazai.auth.secret import resolve_jwt_secret
+from sutazai.auth.tokens import TokenSigner
 from sutazai.cache import ResponseCache
 from sutazai.catalog import ModelCatalog
-from sutazai.inference import InferenceService, model_client
+from sutazai.inference import InferenceService, ModelClient
+from sutazai.mcp.gateway import MCPGateway
 from sutazai.settings import Settings
+from sutazai.storage.api_keys import ApiKeyStore
+from sutazai.storage.audit import AuditStore
 from sutazai.storage.conversations import ConversationStore
 from sutazai.storage.db import create_pool
+from sutazai.storage.refresh_tokens import RefreshTokenStore
+from sutazai.storage.users import UserStore
+
+logger = logging.getLogger("sutazai.services")
 
 
 @dataclass
@@ -25,17 +47,42 @@ class Services:
     catalog: ModelCatalog
     inference: InferenceService
     cache: ResponseCache
+    users: UserStore
+    sessions: RefreshTokenStore
+    api_keys: ApiKeyStore
+    audit: AuditStore
     conversations: ConversationStore
-    mcp: Any = None  # sutazai.mcp.gateway.MCPGateway, None when MCP is disabled
+    signer: TokenSigner
+    limiter: RateLimiter
+    authenticator: Authenticator
+    mcp: MCPGateway | None  # None when MCP is disabled or failed to start
     started_at: float = field(default_factory=time.time)
+    _housekeeping: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
         await self.pool.close()
         await self.redis.aclose()
+
+    async def _purge_expired_sessions(self) -> None:
+        """Refresh tokens past their expiry are useless: delete them so the table stays small."""
+        while True:
+            try:
+                purged = await self.sessions.purge_expired()
+                if purged:
+                    logger.info("purged %d expired refresh tokens", purged)
+            except (asyncpg.PostgresError, OSError) as exc:
+                logger.warning("purging expired refresh tokens failed: %s", exc)
+            await asyncio.sleep(self.settings.purge_interval_s)
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
     """Short timeouts: a dead Redis must cost a request milliseconds, not seconds."""
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL must be set in the replicas' environment (`sutazai run` sets it)")
     return aioredis.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout_s,
@@ -44,27 +91,49 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     )
 
 
-async def build_services(settings: Settings, catalog: ModelCatalog, handles: dict[str, Any]) -> Services:
-    if not settings.database_url or not settings.redis_url:
-        raise RuntimeError(
-            "DATABASE_URL and REDIS_URL must be set in the replicas' environment "
-            "(`sutazai run` sets them to its embedded servers)"
-        )
+async def build_services(
+    settings: Settings,
+    catalog: ModelCatalog,
+    handles: dict[str, Any],
+    *,
+    mcp: MCPGateway | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Services:
+    """Raises `SecretConfigError` when no usable JWT secret is configured, so a
+    misconfigured replica fails at start rather than at its first request.
+    `clock` is the rate limiter's (tests freeze it inside a window)."""
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL must be set in the replicas' environment (`sutazai run` sets it)")
+    signer = TokenSigner.from_settings(settings, resolve_jwt_secret(settings))
     pool = await create_pool(
-        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, timeout_s=settings.db_timeout_s
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        timeout_s=settings.db_timeout_s,
     )
     redis = redis_client(settings)
     cache = ResponseCache(redis, ttl_s=settings.cache_ttl_s, enabled=settings.cache_enabled)
-    clients = {name: model_client(catalog.get(name), handle) for name, handle in handles.items()}
-    inference = InferenceService(
-        catalog, clients, cache, default_model=settings.default_model, retry_after_s=settings.retry_after_s
-    )
-    return Services(
+    clients = {name: ModelClient(catalog.specs[name], handle) for name, handle in handles.items()}
+    sessions, keys, users = RefreshTokenStore(pool), ApiKeyStore(pool), UserStore(pool)
+    services = Services(
         settings=settings,
         pool=pool,
         redis=redis,
         catalog=catalog,
-        inference=inference,
+        inference=InferenceService(
+            catalog, clients, cache, default_model=settings.default_model, retry_after_s=settings.retry_after_s
+        ),
         cache=cache,
+        users=users,
+        sessions=sessions,
+        api_keys=keys,
+        audit=AuditStore(pool),
         conversations=ConversationStore(pool),
+        signer=signer,
+        limiter=RateLimiter(redis, prefix=f"{settings.app_name}:rl:", timeout_s=settings.redis_timeout_s, clock=clock),
+        authenticator=Authenticator(signer, sessions, keys),
+        mcp=mcp,
     )
+    await ensure_admin(users, settings)
+    services._housekeeping = asyncio.create_task(services._purge_expired_sessions())
+    return services

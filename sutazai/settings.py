@@ -1,8 +1,8 @@
 """All configuration in one place, read from the environment (and `.env`).
 
 Connection URLs keep their conventional names (`DATABASE_URL`, `REDIS_URL`,
-`QDRANT_URL`, `RAY_ADDRESS`): unset means the embedded default. Everything else
-is prefixed `SUTAZAI_`.
+`RAY_ADDRESS`): unset means the embedded default. Everything else is prefixed
+`SUTAZAI_`. Each process builds its settings once (`get_settings`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SUTAZAI_", env_file=".env", extra="ignore")
 
     # Connections: unset -> embedded servers started by `sutazai run`.
-    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "SUTAZAI_DATABASE_URL"))
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "SUTAZAI_DATABASE_URL")
+    )
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "SUTAZAI_REDIS_URL"))
-    qdrant_url: str | None = Field(default=None, validation_alias=AliasChoices("QDRANT_URL", "SUTAZAI_QDRANT_URL"))
     ray_address: str | None = Field(default=None, validation_alias=AliasChoices("RAY_ADDRESS", "SUTAZAI_RAY_ADDRESS"))
 
     data_dir: Path = PROJECT_ROOT / ".data"
@@ -35,6 +36,8 @@ class Settings(BaseSettings):
     dashboard_port: int = 8265
     metrics_export_port: int = 8266
     app_name: str = "sutazai"
+    # The Serve application `sutazai run` deploys, named as serve_config.yaml names it.
+    app_import_path: str = "deployments.app:build_app"
 
     # Ingress.
     ingress_min_replicas: int = 1
@@ -61,8 +64,8 @@ class Settings(BaseSettings):
     db_pool_max: int = 10
     db_timeout_s: float = 5.0
 
-    # Auth (issue 3). No default password anywhere; the JWT secret is required
-    # outside the embedded dev default.
+    # Auth. No default password anywhere; the JWT secret is required outside the
+    # embedded dev default.
     jwt_secret: SecretStr | None = None
     jwt_algorithm: str = "HS256"
     access_token_ttl_s: int = 900
@@ -74,13 +77,21 @@ class Settings(BaseSettings):
     rate_limit_tokens_per_minute: dict[str, int] = {"admin": 200_000, "user": 40_000, "viewer": 10_000}
     login_attempts_per_minute: int = 10
 
-    # MCP servers (issue 4): the `mcpServers` JSON that desktop clients use.
+    # MCP servers: the `mcpServers` JSON that desktop clients use.
     mcp_config: Path = PROJECT_ROOT / "cluster" / "mcp" / "servers.json"
     mcp_enabled: bool = True
 
     # Health checks.
     health_timeout_s: float = 3.0
     retry_after_s: int = 2
+    # How often each ingress replica deletes refresh tokens past their expiry.
+    purge_interval_s: float = 3600.0
+
+    @property
+    def embedded(self) -> bool:
+        """The embedded default: no database given, so `sutazai run` starts its own servers
+        (and may make its own JWT secret and first-admin password under the data folder)."""
+        return self.database_url is None
 
 
 @lru_cache(maxsize=1)

@@ -7,29 +7,18 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import pytest
 
+from tests.helpers import app_for, database_url_named, free_port
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")
@@ -57,11 +46,7 @@ def backing_services(data_dir):
         await conn.close()
 
     asyncio.run(create())
-    if servers.database_url.startswith("postgresql://") and "host=" not in servers.database_url:
-        database_url = _with_database(servers.database_url, database)
-    else:  # embedded: unix socket in the query string
-        database_url = servers.database_url.replace("/postgres?", f"/{database}?")
-    yield database_url, servers.redis_url
+    yield database_url_named(servers.database_url, database), servers.redis_url
     asyncio.run(drop())
     servers.stop()
 
@@ -76,9 +61,13 @@ def app_env(backing_services, data_dir) -> dict[str, str]:
     """The replicas' environment. Rate limits are generous here: tests/auth covers them."""
     database_url, redis_url = backing_services
     return {
-        "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SUTAZAI_DATA_DIR": str(data_dir),
-        "SUTAZAI_JWT_SECRET": secrets.token_urlsafe(48), "SUTAZAI_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "SUTAZAI_RATE_LIMIT_REQUESTS_PER_MINUTE": _GENEROUS, "SUTAZAI_RATE_LIMIT_TOKENS_PER_MINUTE": _GENEROUS,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SUTAZAI_DATA_DIR": str(data_dir),
+        "SUTAZAI_JWT_SECRET": secrets.token_urlsafe(48),
+        "SUTAZAI_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "SUTAZAI_RATE_LIMIT_REQUESTS_PER_MINUTE": _GENEROUS,
+        "SUTAZAI_RATE_LIMIT_TOKENS_PER_MINUTE": _GENEROUS,
     }
 
 
@@ -92,8 +81,14 @@ def serve_app(app_env):
 
     os.environ.update(app_env)  # the driver-started cluster's workers inherit it
     port = free_port()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="sutazai-test",
-             logging_level="WARNING", log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        namespace="sutazai-test",
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"env": app_env}), name="sutazai", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
@@ -115,8 +110,12 @@ def admin_headers(serve_app) -> dict[str, str]:
 def _new_user(base_url: str, admin_headers: dict, role: str) -> dict[str, str]:
     """A fresh user of `role`, created by the admin; returns its auth headers."""
     username = f"{role}-{uuid.uuid4().hex[:8]}"
-    r = httpx.post(f"{base_url}/api/v1/users", headers=admin_headers, timeout=30,
-                   json={"username": username, "password": USER_PASSWORD, "role": role})
+    r = httpx.post(
+        f"{base_url}/api/v1/users",
+        headers=admin_headers,
+        timeout=30,
+        json={"username": username, "password": USER_PASSWORD, "role": role},
+    )
     assert r.status_code == 201, r.text
     return login(base_url, username, USER_PASSWORD)
 
@@ -147,21 +146,18 @@ def admin_api(serve_app, admin_headers):
 
 @asynccontextmanager
 async def app_in_process(settings, catalog=None, handles=None):
-    """The ingress's FastAPI app, built by the same factory in this process (for a
+    """The ingress's FastAPI app, built by the same factories in this process (for a
     config the session app does not have, e.g. a closed Redis port). Models are
     reached through the running Serve app's handles unless `handles` are given."""
     from ray import serve
 
-    from sutazai.api.app import create_app
     from sutazai.catalog import ModelCatalog
-    from sutazai.services import build_services
 
     catalog = catalog or ModelCatalog.load(settings.models_dir)
     if handles is None:
-        handles = {name: serve.get_deployment_handle(catalog.get(name).deployment_name, app_name="sutazai")
-                   for name in catalog.names()}
-    services = await build_services(settings, catalog, handles)
-    try:
-        yield await create_app(services)
-    finally:
-        await services.close()
+        handles = {
+            name: serve.get_deployment_handle(catalog.specs[name].deployment_name, app_name="sutazai")
+            for name in catalog.names()
+        }
+    async with app_for(settings, catalog=catalog, handles=handles) as (app, _):
+        yield app

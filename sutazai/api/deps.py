@@ -1,15 +1,226 @@
-"""FastAPI dependencies shared by the routers."""
+"""The dependency vocabulary of every route: the only way a route reaches state.
+
+`request.app.state` is read here and nowhere else. A route declares who may call
+it with exactly one caller parameter:
+
+    caller: ViewerDep       # read-only, any signed-in role
+    caller: UserDep         # changes something
+    caller: AdminDep        # administration
+    caller: ModelCallerDep  # runs a model: a user with token budget left; `await caller.charge(usage)`
+
+and reaches the replica's services with `services: ServicesDep`. Public routes
+(liveness, login, refresh) declare no caller.
+"""
 
 from __future__ import annotations
 
-from fastapi import Request
+import functools
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
 
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from sutazai.auth.principal import Principal
+from sutazai.auth.rate_limit import REQUESTS, TOKENS, rate_limited
+from sutazai.auth.roles import ROLES, rank
+from sutazai.errors import Forbidden
+from sutazai.schemas.engine import Usage
 from sutazai.services import Services
+
+MAX_OFFSET = 2**31 - 1
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="An access token from POST /api/v1/auth/login, or an API key (sk-...).",
+)
 
 
 def get_services(request: Request) -> Services:
-    return request.app.state.services
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def get_request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
+
+
+RequestIdDep = Annotated[str | None, Depends(get_request_id)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+ClientIpDep = Annotated[str | None, Depends(client_ip)]
+
+
+async def current_principal(
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    """Authenticate (401), remember the principal for audit and headers, count the request (429)."""
+    principal = await services.authenticator.principal(credentials.credentials if credentials else None)
+    request.state.principal = principal
+    decision = await services.limiter.hit(REQUESTS, principal.request_limits(services.settings))
+    request.state.rate_limit = decision  # the security middleware turns it into X-RateLimit-* headers
+    if not decision.allowed:
+        raise rate_limited(decision, f"rate limit of {decision.limit} requests per minute exceeded")
+    return principal
+
+
+CallerDep = Annotated[Principal, Depends(current_principal)]
+
+
+@functools.cache
+def require_role(role: str) -> Callable[..., Awaitable[Principal]]:
+    """The dependency behind ViewerDep / UserDep / AdminDep: the Principal, or 401/403/429."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; one of {ROLES}")
+
+    async def dependency(principal: CallerDep) -> Principal:
+        reason = principal.denial(role)
+        if reason:
+            raise Forbidden(reason)
+        return principal
+
+    dependency.__name__ = f"require_{role}"
+    dependency.required_role = role  # type: ignore[attr-defined]  # read by route_requirements()
+    return dependency
+
+
+ViewerDep = Annotated[Principal, Depends(require_role("viewer"))]
+UserDep = Annotated[Principal, Depends(require_role("user"))]
+AdminDep = Annotated[Principal, Depends(require_role("admin"))]
+
+
+@dataclass(frozen=True)
+class ModelCaller:
+    """A caller allowed to run a model, and the meter its tokens go on."""
+
+    principal: Principal
+    services: Services
+
+    async def charge(self, usage: Usage) -> None:
+        """Count an LLM call's prompt + completion tokens against the caller's budget."""
+        tokens = max(0, usage.prompt_tokens) + max(0, usage.completion_tokens)
+        if tokens > 0:
+            await self.services.limiter.add(TOKENS, self.principal.token_limits(self.services.settings), tokens)
+
+
+async def model_caller(request: Request, services: ServicesDep, principal: UserDep) -> ModelCaller:
+    """A user whose tokens-per-minute budget is not spent (429 otherwise). Tokens are known
+    only after generation, so routes `charge` them then; a request in flight may overshoot."""
+    decision = await services.limiter.check(TOKENS, principal.token_limits(services.settings))
+    request.state.token_rate_limit = decision
+    if not decision.allowed:
+        raise rate_limited(
+            decision,
+            f"token limit of {decision.limit} tokens per minute exceeded",
+            code="token_rate_limited",
+            suffix="-Tokens",
+        )
+    return ModelCaller(principal, services)
+
+
+model_caller.required_role = "user"  # type: ignore[attr-defined]
+ModelCallerDep = Annotated[ModelCaller, Depends(model_caller)]
+
+
+@dataclass(frozen=True)
+class Auditor:
+    """Records actions in the audit log with the request's actor, address and id."""
+
+    services: Services
+    principal: Principal | None
+    client_ip: str | None
+    request_id: str | None
+
+    async def record(
+        self,
+        action: str,
+        *,
+        target: str | None = None,
+        details: dict[str, Any] | None = None,
+        actor_id: uuid.UUID | None = None,
+        actor_name: str | None = None,
+    ) -> None:
+        """An action of the request's principal (or of the given actor, e.g. at login)."""
+        if self.principal is not None and actor_id is None and actor_name is None:
+            actor_id, actor_name = self.principal.user_id, self.principal.username
+            if self.principal.key_id is not None:
+                details = {**(details or {}), "via_api_key": str(self.principal.key_id)}
+        await self.services.audit.record(
+            action,
+            actor_id=actor_id,
+            actor_name=actor_name,
+            target=target,
+            client_ip=self.client_ip,
+            details=details,
+            request_id=self.request_id,
+        )
+
+
+def auditor(request: Request, services: ServicesDep, ip: ClientIpDep, request_id: RequestIdDep) -> Auditor:
+    return Auditor(services, getattr(request.state, "principal", None), ip, request_id)
+
+
+AuditDep = Annotated[Auditor, Depends(auditor)]
+
+
+@dataclass(frozen=True)
+class PageParams:
+    limit: int
+    offset: int
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> PageParams:
+    return PageParams(limit, offset)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+# -- introspection, for the test that walks every route ------------------------------
+
+PUBLIC = "public"
+AUTHENTICATED = "authenticated"
+
+
+def _requirement(dependant: Any) -> str:
+    found = PUBLIC
+    stack = [dependant]
+    while stack:
+        dep = stack.pop()
+        role = getattr(dep.call, "required_role", None)
+        if role is not None and (found in (PUBLIC, AUTHENTICATED) or rank(role) > rank(found)):
+            found = role
+        elif dep.call is current_principal and found == PUBLIC:
+            found = AUTHENTICATED
+        stack.extend(dep.dependencies)
+    return found
+
+
+def route_requirements(app: FastAPI) -> dict[tuple[str, str], str]:
+    """(method, path) -> "public", "authenticated", or the least role each route requires."""
+    from fastapi.routing import iter_route_contexts
+
+    out = {}
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(getattr(route, "original_route", route), APIRoute):
+            continue
+        requirement = _requirement(route.dependant)
+        for method in route.methods:
+            out[(method, route.path)] = requirement
+    return out

@@ -45,7 +45,7 @@ class RequestIdMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
             if message["type"] == "http.response.start" and not serve_id:
-                message["headers"] = list(message.get("headers", [])) + [(b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
@@ -54,5 +54,9 @@ class RequestIdMiddleware:
             if not serve_id:  # Serve's replica log already has an access line with the id
                 logger.info(
                     "%s %s %s %.1fms request_id=%s",
-                    scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000, request_id,
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                    request_id,
                 )

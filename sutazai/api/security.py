@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sutazai.errors import error_body
+from sutazai.api.errors import error_body
 from sutazai.settings import Settings
 
 logger = logging.getLogger("sutazai.security")
@@ -123,12 +123,18 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _send_413(send: Send, limit: int, state: dict) -> None:
-    body = json.dumps(error_body("payload_too_large", f"request body larger than {limit} bytes", state.get("request_id"))).encode()
+    body = json.dumps(
+        error_body("payload_too_large", f"request body larger than {limit} bytes", state.get("request_id"))
+    ).encode()
     await send(
         {
             "type": "http.response.start",
             "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 
-from sutazai.auth import passwords, refresh, users
-from sutazai.errors import APIError
+from sutazai.auth import accounts
+from sutazai.errors import SutazaiError
 from sutazai.settings import Settings
 from sutazai.storage.db import apply_migrations
+from sutazai.storage.refresh_tokens import RefreshTokenStore
+from sutazai.storage.users import User, UserStore
+
+T = TypeVar("T")
 
 
 class CLIError(Exception):
@@ -31,44 +37,40 @@ def prompt_password(prompt: str = "Password: ") -> str:
     return first
 
 
-def _dsn(settings: Settings, dsn: str | None) -> str:
+def _run(settings: Settings, dsn: str | None, fn: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     dsn = dsn or settings.database_url
     if not dsn:
         raise CLIError("no database: set DATABASE_URL, or pass the embedded server's DSN")
-    return dsn
 
+    async def run() -> T:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                await apply_migrations(conn)
+            return await fn(pool)
+        finally:
+            await pool.close()
 
-async def _with_pool(dsn: str, fn):
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
-        async with pool.acquire() as conn:
-            await apply_migrations(conn)
-        return await fn(pool)
-    finally:
-        await pool.close()
-
-
-def create_user(settings: Settings, username: str, password: str, role: str, *, dsn: str | None = None) -> users.User:
-    """Create a user (any role, e.g. the first admin). Raises CLIError with a readable reason."""
-    try:
-        return asyncio.run(_with_pool(_dsn(settings, dsn), lambda pool: users.create(pool, username, password, role)))
-    except APIError as exc:
+        return asyncio.run(run())
+    except SutazaiError as exc:
         raise CLIError(exc.message) from None
 
 
-def set_password(settings: Settings, username: str, password: str, *, dsn: str | None = None) -> users.User:
+def create_user(settings: Settings, username: str, password: str, role: str, *, dsn: str | None = None) -> User:
+    """Create a user (any role, e.g. the first admin). Raises CLIError with a readable reason."""
+    return _run(settings, dsn, lambda pool: accounts.create_user(UserStore(pool), username, password, role))
+
+
+def set_password(settings: Settings, username: str, password: str, *, dsn: str | None = None) -> User:
     """Reset a password and end the user's sessions."""
 
-    async def run(pool):
-        user = await users.get_by_username(pool, username)
+    async def run(pool: asyncpg.Pool) -> User:
+        users = UserStore(pool)
+        user = await users.get_by_username(username)
         if user is None:
             raise CLIError(f"no user named {username!r}")
-        passwords.check_policy(password)
-        await users.set_password_hash(pool, user.id, await passwords.hash_password_async(password))
-        await refresh.revoke_user(pool, user.id)
+        await accounts.set_password(users, RefreshTokenStore(pool), user, password)
         return user
 
-    try:
-        return asyncio.run(_with_pool(_dsn(settings, dsn), run))
-    except APIError as exc:
-        raise CLIError(exc.message) from None
+    return _run(settings, dsn, run)

@@ -12,7 +12,7 @@ import asyncio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from sutazai.errors import APIError
+from sutazai.errors import InvalidInput, WeakPassword
 
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
@@ -22,11 +22,11 @@ _dummy_hash: str | None = None
 
 
 def check_policy(password: str) -> None:
-    """Reject passwords that are too short or absurdly long (422)."""
+    """Reject passwords that are too short or absurdly long."""
     if len(password) < MIN_LENGTH:
-        raise APIError(422, "weak_password", f"password must be at least {MIN_LENGTH} characters")
+        raise WeakPassword(f"password must be at least {MIN_LENGTH} characters")
     if len(password) > MAX_LENGTH:
-        raise APIError(422, "invalid_password", f"password must be at most {MAX_LENGTH} characters")
+        raise InvalidInput(f"password must be at most {MAX_LENGTH} characters", code="invalid_password")
 
 
 def hash_password(password: str) -> str:

@@ -1,10 +1,8 @@
-"""Per-principal rate limits: requests per minute and LLM tokens per minute.
+"""Rate-limit counting: fixed one-minute windows shared by every replica.
 
-Fixed one-minute windows counted in Redis (`INCRBY` + `EXPIRE`, keys
-`<prefix><kind>:<bucket>:<window>`), shared by every replica. Every request
-counts against its user's bucket at the role's limit; an API key with its own
-limit also counts against the key's bucket, so a per-key limit can only narrow
-what the owner's role allows (several keys never multiply a user's allowance).
+Counters live in Redis (`INCRBY` + `EXPIRE`, keys `<prefix><kind>:<bucket>:<window>`).
+Which buckets apply to a caller is not decided here: a principal names its own
+limits (`Principal.request_limits`), and login names its buckets (`login_limits`).
 
 If Redis fails, the limiter counts in this process's memory instead: each
 replica then enforces the limit on its own share of traffic, which is far better
@@ -21,17 +19,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from sutazai.errors import APIError
-from sutazai.settings import Settings
-
-if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
-    from sutazai.auth.principal import Principal
+from sutazai.errors import RateLimited
 
 logger = logging.getLogger("sutazai.auth.rate_limit")
 
@@ -71,8 +63,17 @@ class Decision:
 UNLIMITED = Decision(True, 0, 0, 0, "none", 0)
 
 
-def rate_limited(decision: Decision, message: str, *, code: str = "rate_limited", suffix: str = "") -> APIError:
-    return APIError(429, code, message, headers=decision.headers(suffix))
+def rate_limited(decision: Decision, message: str, *, code: str = "rate_limited", suffix: str = "") -> RateLimited:
+    return RateLimited(message, decision.headers(suffix), code=code)
+
+
+def login_limits(per_minute: int, username: str, client_ip: str | None) -> list[Limit]:
+    """A login attempt counts against the username and the client address."""
+    name = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
+    limits = [Limit(f"name:{name}", per_minute)]
+    if client_ip:
+        limits.append(Limit(f"ip:{client_ip}", per_minute))
+    return limits
 
 
 class MemoryCounters:
@@ -103,7 +104,7 @@ class MemoryCounters:
 class RateLimiter:
     def __init__(
         self,
-        redis: "aioredis.Redis | None",
+        redis: aioredis.Redis | None,
         *,
         prefix: str = "sutazai:rl:",
         timeout_s: float = 0.5,
@@ -126,7 +127,9 @@ class RateLimiter:
             return UNLIMITED
         window, reset_s = self._window()
         keys = [self._key(kind, lim.bucket, window) for lim in limits]
-        counts, backend = await self._run(self._redis_incr(keys, amount), lambda: self.memory.incr(keys, amount, window))
+        counts, backend = await self._run(
+            self._redis_incr(keys, amount), lambda: self.memory.incr(keys, amount, window)
+        )
         return _decide(limits, counts, reset_s, backend, inclusive=True)
 
     async def check(self, kind: str, limits: list[Limit]) -> Decision:
@@ -142,26 +145,6 @@ class RateLimiter:
         """Count usage measured after the fact (LLM tokens)."""
         if limits and amount > 0:
             await self.hit(kind, limits, amount)
-
-    # -- policy: which buckets apply -----------------------------------------
-
-    async def hit_request(self, settings: Settings, principal: "Principal") -> Decision:
-        return await self.hit(REQUESTS, request_limits(settings, principal))
-
-    async def check_tokens(self, settings: Settings, principal: "Principal") -> Decision:
-        return await self.check(TOKENS, token_limits(settings, principal))
-
-    async def add_tokens(self, settings: Settings, principal: "Principal", tokens: int) -> None:
-        await self.add(TOKENS, token_limits(settings, principal), tokens)
-
-    async def hit_login(self, settings: Settings, username: str, client_ip: str | None) -> Decision:
-        """Count a login attempt against the username and the client address."""
-        per_minute = settings.login_attempts_per_minute
-        name = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
-        limits = [Limit(f"name:{name}", per_minute)]
-        if client_ip:
-            limits.append(Limit(f"ip:{client_ip}", per_minute))
-        return await self.hit(LOGIN, limits)
 
     # -- plumbing --------------------------------------------------------------
 
@@ -192,10 +175,13 @@ class RateLimiter:
             return memory_op(), "memory"
         try:
             return await asyncio.wait_for(redis_op, self.timeout_s), "redis"
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             self._redis_down_until = time.monotonic() + self.retry_redis_after_s
-            logger.warning("rate limiter: Redis unavailable (%s); counting in this replica's memory for %.0fs",
-                           type(exc).__name__, self.retry_redis_after_s)
+            logger.warning(
+                "rate limiter: Redis unavailable (%s); counting in this replica's memory for %.0fs",
+                type(exc).__name__,
+                self.retry_redis_after_s,
+            )
             return memory_op(), "memory"
 
 
@@ -205,26 +191,10 @@ def _decide(limits: list[Limit], counts: list[int], reset_s: int, backend: str, 
     for lim, count in zip(limits, counts, strict=True):
         allowed = count <= lim.limit if inclusive else count < lim.limit
         decision = Decision(allowed, lim.limit, max(0, lim.limit - count), reset_s, backend, count)
-        if worst is None or (worst.allowed and not decision.allowed) or (
-            worst.allowed == decision.allowed and decision.remaining < worst.remaining
+        if (
+            worst is None
+            or (worst.allowed and not decision.allowed)
+            or (worst.allowed == decision.allowed and decision.remaining < worst.remaining)
         ):
             worst = decision
     return worst
-
-
-def _limits(per_role: dict[str, int], per_key: int | None, principal: "Principal") -> list[Limit]:
-    limits = []
-    role_limit = per_role.get(principal.role)  # a role missing from the settings is not limited
-    if role_limit is not None:
-        limits.append(Limit(f"user:{principal.user_id}", role_limit))
-    if principal.key_id is not None and per_key is not None:
-        limits.append(Limit(f"key:{principal.key_id}", per_key))
-    return limits
-
-
-def request_limits(settings: Settings, principal: "Principal") -> list[Limit]:
-    return _limits(settings.rate_limit_requests_per_minute, principal.key_requests_per_minute, principal)
-
-
-def token_limits(settings: Settings, principal: "Principal") -> list[Limit]:
-    return _limits(settings.rate_limit_tokens_per_minute, principal.key_tokens_per_minute, principal)

@@ -9,9 +9,14 @@ a higher scope includes the lower ones ("write" can also read).
 
 from __future__ import annotations
 
-ADMIN = "admin"
-USER = "user"
-VIEWER = "viewer"
+from typing import Literal
+
+Role = Literal["admin", "user", "viewer"]
+Scope = Literal["read", "write", "admin"]
+
+ADMIN: Role = "admin"
+USER: Role = "user"
+VIEWER: Role = "viewer"
 ROLES = (ADMIN, USER, VIEWER)
 _RANK = {VIEWER: 0, USER: 1, ADMIN: 2}
 

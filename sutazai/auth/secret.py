@@ -34,7 +34,7 @@ def resolve_jwt_secret(settings: Settings) -> str:
                 'generate one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
             )
         return secret
-    if settings.database_url is None:
+    if settings.embedded:
         return _embedded_secret(Path(settings.data_dir) / SECRET_FILE_NAME)
     raise SecretConfigError(
         "SUTAZAI_JWT_SECRET is not set. It is required when DATABASE_URL points at a real "
@@ -77,6 +77,6 @@ def jwt_secret_env(settings: Settings) -> dict[str, str]:
     replicas' env. Outside the embedded default it returns {} (the operator sets
     SUTAZAI_JWT_SECRET for the cluster), and raises nothing.
     """
-    if settings.jwt_secret is not None or settings.database_url is not None:
+    if settings.jwt_secret is not None or not settings.embedded:
         return {}
     return {"SUTAZAI_JWT_SECRET": resolve_jwt_secret(settings)}

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import jwt
 
-from sutazai.auth.errors import invalid_token
 from sutazai.auth.roles import ROLES
 from sutazai.auth.secret import SecretConfigError
+from sutazai.errors import InvalidToken
 from sutazai.settings import Settings
 
 ACCESS = "access"
@@ -61,7 +61,9 @@ class TokenSigner:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if algorithm not in SUPPORTED_ALGORITHMS:
-            raise SecretConfigError(f"SUTAZAI_JWT_ALGORITHM must be one of {', '.join(SUPPORTED_ALGORITHMS)}, not {algorithm!r}")
+            raise SecretConfigError(
+                f"SUTAZAI_JWT_ALGORITHM must be one of {', '.join(SUPPORTED_ALGORITHMS)}, not {algorithm!r}"
+            )
         self._secret = secret
         self.algorithm = algorithm
         self.access_ttl_s = access_ttl_s
@@ -70,7 +72,7 @@ class TokenSigner:
         self._clock = clock
 
     @classmethod
-    def from_settings(cls, settings: Settings, secret: str) -> "TokenSigner":
+    def from_settings(cls, settings: Settings, secret: str) -> TokenSigner:
         return cls(
             secret,
             algorithm=settings.jwt_algorithm,
@@ -112,7 +114,7 @@ class TokenSigner:
         return IssuedToken(jwt.encode(payload, self._secret, algorithm=self.algorithm), claims)
 
     def decode(self, token: str, expected_type: str) -> TokenClaims:
-        """Verify signature, algorithm, time claims and type; any failure is a 401."""
+        """Verify signature, algorithm, time claims and type; any failure is `InvalidToken`."""
         try:
             payload = jwt.decode(
                 token,
@@ -123,15 +125,17 @@ class TokenSigner:
                 options={"require": REQUIRED_CLAIMS, "verify_signature": True},
             )
         except jwt.ExpiredSignatureError:
-            raise invalid_token("token expired") from None
+            raise InvalidToken("token expired") from None
         except jwt.ImmatureSignatureError:
-            raise invalid_token("token not yet valid") from None
+            raise InvalidToken("token not yet valid") from None
         except jwt.PyJWTError:
-            raise invalid_token("invalid token") from None
+            raise InvalidToken("invalid token") from None
         if payload.get("type") != expected_type:
-            raise invalid_token(f"not an {expected_type} token" if expected_type == ACCESS else f"not a {expected_type} token")
+            raise InvalidToken(
+                f"not an {expected_type} token" if expected_type == ACCESS else f"not a {expected_type} token"
+            )
         if payload.get("role") not in ROLES:
-            raise invalid_token("invalid token")
+            raise InvalidToken("invalid token")
         try:
             return TokenClaims(
                 user_id=uuid.UUID(payload["sub"]),
@@ -143,4 +147,4 @@ class TokenSigner:
                 expires_at=int(payload["exp"]),
             )
         except (ValueError, TypeError, AttributeError):
-            raise invalid_token("invalid token") from None
+            raise InvalidToken("invalid token") from None

@@ -90,7 +90,7 @@ class MCPConfig(BaseModel):
     config_dir: str = ""  # folder of the file, for ${CONFIG_DIR}; set by load_config
 
     @model_validator(mode="after")
-    def _names_and_placeholders(self) -> "MCPConfig":
+    def _names_and_placeholders(self) -> MCPConfig:
         for name, server in self.mcp_servers.items():
             if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
                 raise ValueError(f"MCP server name {name!r}: use letters, digits, '-', '_' or '.' (at most 64)")

@@ -21,8 +21,8 @@ import ray
 from jsonschema import Draft202012Validator
 from ray.exceptions import RayActorError, RayTaskError
 
-from sutazai.errors import APIError
-from sutazai.mcp.config import MCPConfig, load_config, shared_placeholders
+from sutazai.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from sutazai.mcp.config import MCPConfig
 from sutazai.mcp.errors import ServerUnavailable
 from sutazai.settings import Settings
 
@@ -65,37 +65,25 @@ class MCPGateway:
         self.config = config
         self.actors = actors  # server name -> ActorHandle, enabled servers only
         self._listings: dict[str, _Listing] = {}
-        self.retry_after = str(settings.retry_after_s)
 
-    @classmethod
-    async def connect(cls, settings: Settings, *, timeout_s: float = 30.0, namespace: str | None = None) -> "MCPGateway":
-        """Get or create one detached actor per enabled server and hand it the current config.
+    async def configure(self, values: dict[str, str], *, timeout_s: float = 30.0) -> None:
+        """Hand every actor the current config; servers then start in the background.
 
-        Servers start in the background; this returns once every actor has been
-        reached (or `timeout_s`), not when every server is ready. `namespace`
-        (default "sutazai") keeps separate deployments or test runs apart.
+        Returns once every actor has been reached (or `timeout_s`), not when every
+        server is ready.
         """
-        from cluster.mcp_process import NAMESPACE, get_or_create
-
-        config = load_config(settings.mcp_config)
-        values = shared_placeholders(settings.data_dir, config.config_dir)
-        actors = {}
-        for name, server in config.enabled().items():
-            actors[name] = await asyncio.to_thread(get_or_create, name, server, values, namespace or NAMESPACE)
-        gateway = cls(settings, config, actors)
         futures = {
-            name: _as_future(actor.configure.remote(config.mcp_servers[name].model_dump(), values))
-            for name, actor in actors.items()
+            name: _as_future(actor.configure.remote(self.config.mcp_servers[name].model_dump(), values))
+            for name, actor in self.actors.items()
         }
         if futures:
             await asyncio.wait(futures.values(), timeout=timeout_s)
         for name, future in futures.items():
             if not future.done():
                 logger.warning("MCP actor for %r not reached within %g s; it may lack resources", name, timeout_s)
-            elif future.exception() is not None:
-                logger.warning("MCP actor for %r failed to configure: %s", name, _message(future.exception()))
-        logger.info("MCP gateway connected to %d servers: %s", len(actors), ", ".join(actors) or "none")
-        return gateway
+            elif (error := future.exception()) is not None:
+                logger.warning("MCP actor for %r failed to configure: %s", name, _message(error))
+        logger.info("MCP gateway connected to %d servers: %s", len(self.actors), ", ".join(self.actors) or "none")
 
     # ---- reading --------------------------------------------------------
 
@@ -104,7 +92,8 @@ class MCPGateway:
         names = list(self.config.mcp_servers)
         statuses = await asyncio.gather(*(self._status(name) for name in names))
         return [
-            {**status, "roles": self.config.mcp_servers[name].roles} for name, status in zip(names, statuses)
+            {**status, "roles": self.config.mcp_servers[name].roles}
+            for name, status in zip(names, statuses, strict=True)
         ]
 
     async def tools(self, name: str, role: str | None = None) -> list[dict]:
@@ -120,7 +109,8 @@ class MCPGateway:
     async def execute(
         self, server: str, tool: str, arguments: dict | None, role: str, *, timeout: float | None = None
     ) -> dict:
-        """Call a tool for a caller with `role`. Raises APIError 404/403/422/503; tool failures are results."""
+        """Call a tool for a caller with `role`. Raises NotFound, Forbidden, InvalidInput or
+        Unavailable; a tool's own failure is a result."""
         actor = self._actor(server)
         config = self.config.mcp_servers[server]
         self._check_role(server, role)
@@ -130,7 +120,7 @@ class MCPGateway:
             listing = await self._listing(server, refresh=True)  # the server may have been upgraded
         if tool not in listing.tools:
             known = ", ".join(sorted(listing.tools)) or "none"
-            raise APIError(404, "not_found", f"MCP server {server!r} has no tool {tool!r} (tools: {known})")
+            raise NotFound(f"MCP server {server!r} has no tool {tool!r} (tools: {known})")
         self._validate(server, tool, arguments, listing)
 
         timeout = timeout or config.call_timeout_s
@@ -162,7 +152,7 @@ class MCPGateway:
             }
 
         names = list(self.actors)
-        return dict(zip(names, await asyncio.gather(*(one(n) for n in names))))
+        return dict(zip(names, await asyncio.gather(*(one(n) for n in names)), strict=True))
 
     # ---- admin ----------------------------------------------------------
 
@@ -199,14 +189,14 @@ class MCPGateway:
     def _actor(self, name: str):
         if name not in self.config.mcp_servers:
             known = ", ".join(sorted(self.config.mcp_servers)) or "none"
-            raise APIError(404, "not_found", f"MCP server {name!r} not found (servers: {known})")
+            raise NotFound(f"MCP server {name!r} not found (servers: {known})")
         if name not in self.actors:
-            raise APIError(404, "not_found", f"MCP server {name!r} is disabled in the configuration")
+            raise NotFound(f"MCP server {name!r} is disabled in the configuration")
         return self.actors[name]
 
     def _check_role(self, name: str, role: str) -> None:
         if role not in self.config.mcp_servers[name].roles:
-            raise APIError(403, "forbidden", f"role {role!r} may not use MCP server {name!r}")
+            raise Forbidden(f"role {role!r} may not use MCP server {name!r}")
 
     async def _status(self, name: str) -> dict:
         if name not in self.actors:
@@ -238,9 +228,7 @@ class MCPGateway:
             {"loc": ["arguments", *e.absolute_path], "msg": e.message, "type": str(e.validator)}
             for e in sorted(errors, key=lambda e: list(map(str, e.absolute_path)))
         ]
-        raise APIError(
-            422,
-            "validation_error",
+        raise InvalidInput(
             f"arguments{'.' + where.replace('/', '.') if where else ''}: {best.message} "
             f"(input schema of {server}/{tool})",
             details=details,
@@ -261,7 +249,7 @@ class MCPGateway:
         except RayActorError as exc:
             message = f"MCP process actor for {name!r} is not reachable ({type(exc).__name__}); Ray is restarting it"
         self._listings.pop(name, None)  # list the tools again once it is back
-        raise APIError(503, "unavailable", message, headers={"Retry-After": self.retry_after})
+        raise Unavailable(message, self.settings.retry_after_s)
 
 
 def _as_future(ref) -> asyncio.Future:

@@ -1,12 +1,14 @@
-"""Request and response models of the /api/v1 routes."""
+"""Request and response models of the /api/v1 chat, conversation and model routes."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from sutazai.schemas.engine import FinishReason, Usage
+from sutazai.storage.conversations import Conversation, StoredMessage
 
 MAX_TEXT = 32_000
 
@@ -42,12 +44,6 @@ class BatchRequest(Sampling):
     model: str | None = Field(default=None, max_length=64)
 
 
-class UsageOut(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
 class MessageOut(BaseModel):
     role: str
     content: str
@@ -57,8 +53,25 @@ class ChatResponse(BaseModel):
     conversation_id: uuid.UUID
     model: str
     message: MessageOut
-    finish_reason: str
-    usage: UsageOut
+    finish_reason: FinishReason
+    usage: Usage
+    cached: bool
+    request_id: str | None
+
+
+class TokenEvent(BaseModel):
+    """`token` event of /chat/stream."""
+
+    text: str
+
+
+class ChatDone(BaseModel):
+    """`done` event of /chat/stream: the turn is stored."""
+
+    conversation_id: uuid.UUID
+    model: str
+    finish_reason: FinishReason
+    usage: Usage
     cached: bool
     request_id: str | None
 
@@ -66,65 +79,43 @@ class ChatResponse(BaseModel):
 class GenerateResponse(BaseModel):
     model: str
     text: str
-    finish_reason: str
-    usage: UsageOut
+    finish_reason: FinishReason
+    usage: Usage
     cached: bool
     request_id: str | None
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
 
 
 class BatchItem(BaseModel):
     index: int
     text: str | None = None
-    finish_reason: str | None = None
-    usage: UsageOut | None = None
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
     cached: bool = False
-    error: dict | None = None
+    error: ErrorInfo | None = None
 
 
 class BatchResponse(BaseModel):
     model: str
     results: list[BatchItem]
-    usage: UsageOut
+    usage: Usage
     succeeded: int
     failed: int
     request_id: str | None
 
 
-class ConversationSummary(BaseModel):
-    id: uuid.UUID
-    title: str
-    model: str
-    message_count: int
-    created_at: datetime
-    updated_at: datetime
-
-
-class ConversationList(BaseModel):
-    conversations: list[ConversationSummary]
-    total: int
-    limit: int
-    offset: int
-
-
-class StoredMessageOut(BaseModel):
-    role: str
-    content: str
-    tokens: int
-    created_at: datetime
-
-
-class ConversationDetail(ConversationSummary):
-    messages: list[StoredMessageOut]
+class ConversationDetail(Conversation):
+    messages: list[StoredMessage]
 
 
 class ModelInfo(BaseModel):
     name: str
     engine: Literal["cpu", "vllm"]
     context_length: int
-    default_sampling: dict
-    autoscaling: dict
+    default_sampling: dict[str, float | int]
+    autoscaling: dict[str, float | int]
     default: bool
-
-
-class CacheInvalidateRequest(_Request):
-    model: str | None = Field(default=None, max_length=64)

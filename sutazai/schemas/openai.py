@@ -1,15 +1,21 @@
 """The OpenAI protocol subset we serve: chat completions, completions, models.
 
-Unknown fields are accepted and ignored (clients send many), but the ones we
-read are validated; features we do not serve (n > 1, tools) are refused with
-a clear 4xx rather than silently ignored.
+Requests: unknown fields are accepted and ignored (clients send many), but the
+ones we read are validated; features we do not serve (n > 1, tools) are refused
+with a clear 4xx rather than silently ignored. Responses and stream chunks are
+typed here too, field for field as OpenAI sends them (vLLM's
+`entrypoints/openai/protocol.py` is the model).
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sutazai.schemas.engine import Usage
 
 
 class _Lenient(BaseModel):
@@ -66,7 +72,7 @@ class ChatCompletionRequest(_SamplingFields):
     tools: list[dict] | None = None
 
     @model_validator(mode="after")
-    def _newer_name_wins(self) -> "ChatCompletionRequest":
+    def _newer_name_wins(self) -> ChatCompletionRequest:
         """`max_completion_tokens` is the current name of `max_tokens`; when given, it is the limit."""
         if self.max_completion_tokens is not None:
             self.max_tokens = self.max_completion_tokens
@@ -91,3 +97,91 @@ class CompletionRequest(_SamplingFields):
         if not prompts or len(prompts) > 64 or any(not p for p in prompts):
             raise ValueError("prompt must be a non-empty string or 1-64 non-empty strings")
         return value
+
+
+# -- responses --------------------------------------------------------------------------
+
+OpenAIFinishReason = Literal["stop", "length"]
+
+
+def completion_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class _Response(BaseModel):
+    """What every completion object and chunk starts with."""
+
+    id: str
+    created: int = Field(default_factory=now)
+    model: str
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: OpenAIFinishReason
+    logprobs: None = None
+
+
+class ChatCompletionResponse(_Response):
+    object: Literal["chat.completion"] = "chat.completion"
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class DeltaMessage(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int = 0
+    delta: DeltaMessage
+    finish_reason: OpenAIFinishReason | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(_Response):
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: OpenAIFinishReason | None
+    logprobs: None = None
+
+
+class CompletionResponse(_Response):
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class CompletionChunk(_Response):
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "sutazai"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

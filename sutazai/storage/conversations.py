@@ -4,22 +4,23 @@ queries take the caller's user id, so one user never reads another's history."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
+from sutazai.errors import NotFound
+from sutazai.schemas.engine import Role
+from sutazai.storage.records import Record
 
-@dataclass(frozen=True)
-class StoredMessage:
-    role: str
+
+class StoredMessage(Record):
+    role: Role
     content: str
     tokens: int
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class Conversation:
+class Conversation(Record):
     id: uuid.UUID
     title: str
     model: str
@@ -48,9 +49,9 @@ class ConversationStore:
             conversation_id,
             user_id,
         )
-        return Conversation(**dict(row)) if row else None
+        return Conversation.from_row(row) if row else None
 
-    async def list(self, user_id: uuid.UUID, *, limit: int, offset: int) -> tuple[list[Conversation], int]:
+    async def page(self, user_id: uuid.UUID, *, limit: int, offset: int) -> tuple[list[Conversation], int]:
         rows = await self.pool.fetch(
             f"""SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.user_id = $1
                 ORDER BY c.updated_at DESC, c.id LIMIT $2 OFFSET $3""",
@@ -59,7 +60,7 @@ class ConversationStore:
             offset,
         )
         total = await self.pool.fetchval("SELECT count(*) FROM conversations WHERE user_id = $1", user_id)
-        return [Conversation(**dict(r)) for r in rows], total
+        return [Conversation.from_row(r) for r in rows], total
 
     async def recent_messages(self, conversation_id: uuid.UUID, limit: int) -> list[StoredMessage]:
         """The last `limit` messages, oldest first."""
@@ -70,14 +71,14 @@ class ConversationStore:
             conversation_id,
             limit,
         )
-        return [StoredMessage(**dict(r)) for r in rows]
+        return [StoredMessage.from_row(r) for r in rows]
 
     async def messages(self, conversation_id: uuid.UUID) -> list[StoredMessage]:
         rows = await self.pool.fetch(
             "SELECT role, content, tokens, created_at FROM messages WHERE conversation_id = $1 ORDER BY id",
             conversation_id,
         )
-        return [StoredMessage(**dict(r)) for r in rows]
+        return [StoredMessage.from_row(r) for r in rows]
 
     async def append_turn(
         self,
@@ -91,7 +92,8 @@ class ConversationStore:
         assistant_tokens: int,
         create: bool,
     ) -> None:
-        """Store one user message and its answer atomically (creating the conversation if asked)."""
+        """Store one user message and its answer atomically (creating the conversation if asked);
+        `NotFound` when the conversation is gone or someone else's."""
         async with self.pool.acquire() as conn, conn.transaction():
             if create:
                 await conn.execute(
@@ -109,7 +111,7 @@ class ConversationStore:
                     user_id,
                 )
                 if updated == "UPDATE 0":
-                    raise LookupError(conversation_id)
+                    raise NotFound.of("conversation")
             await conn.executemany(
                 "INSERT INTO messages (conversation_id, role, content, tokens) VALUES ($1, $2, $3, $4)",
                 [

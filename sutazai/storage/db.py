@@ -73,7 +73,9 @@ async def apply_migrations(conn: asyncpg.Connection, migrations: list[Migration]
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0) -> asyncpg.Pool:
     """Connect, migrate, and return a pool."""
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=timeout_s, command_timeout=timeout_s * 6)
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, timeout=timeout_s, command_timeout=timeout_s * 6
+    )
     async with pool.acquire() as conn:
         await apply_migrations(conn)
     return pool

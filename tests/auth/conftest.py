@@ -1,6 +1,6 @@
 """Fixtures for the auth tests: a throwaway database in the real Postgres
 (dropped at the end), a private key namespace in the real Redis, and a fresh
-test app per test (see helpers.build_app)."""
+app per test (see helpers.build_app)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,11 @@ import pytest
 import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 
-from sutazai.auth import passwords, users
+from sutazai.auth import accounts, passwords
 from sutazai.storage.db import apply_migrations
-from tests.auth.helpers import (
-    BASE_DATABASE_URL,
-    PASSWORD,
-    REDIS_PREFIX,
-    REDIS_URL,
-    RUN_ID,
-    bearer,
-    build_app,
-    client_for,
-    database_url_named,
-    login,
-    make_settings,
-)
+from sutazai.storage.users import User, UserStore
+from tests.auth.helpers import PASSWORD, REDIS_PREFIX, RUN_ID, bearer, build_app, login, make_settings
+from tests.helpers import BASE_DATABASE_URL, REDIS_URL, client_for, database_url_named
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,7 +35,7 @@ async def database_url():
     conn = await asyncpg.connect(BASE_DATABASE_URL)
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
-    yield database_url_named(name)
+    yield database_url_named(BASE_DATABASE_URL, name)
     conn = await asyncpg.connect(BASE_DATABASE_URL)
     await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await conn.close()
@@ -75,8 +65,9 @@ def settings(database_url):
 
 
 @pytest.fixture
-def app(settings, pool, redis_client):
-    return build_app(settings, pool, redis_client)
+async def app(settings, redis_client):
+    async with build_app(settings) as app:
+        yield app
 
 
 @pytest.fixture
@@ -89,8 +80,8 @@ async def client(app):
 def new_user(pool):
     """Factory: a fresh user of the given role with a unique name."""
 
-    async def make(role: str = "user", password: str = PASSWORD) -> users.User:
-        return await users.create(pool, f"{role}_{uuid.uuid4().hex[:10]}", password, role)
+    async def make(role: str = "user", password: str = PASSWORD) -> User:
+        return await accounts.create_user(UserStore(pool), f"{role}_{uuid.uuid4().hex[:10]}", password, role)
 
     return make
 

@@ -21,14 +21,24 @@ async def test_passwords_and_keys_never_reach_responses_logs_or_the_audit_log(cl
         bodies.append(response.text + str(response.headers))
         return response
 
-    created = await call("POST", "/api/v1/users", headers=admin, json={"username": "canary_user", "password": SECRET_PASSWORD})
+    created = await call(
+        "POST", "/api/v1/users", headers=admin, json={"username": "canary_user", "password": SECRET_PASSWORD}
+    )
     user_id = created.json()["id"]
     await call("POST", "/api/v1/auth/login", json={"username": "canary_user", "password": WRONG_PASSWORD})
-    await call("POST", "/api/v1/auth/login", json={"username": "canary_user", "password": SECRET_PASSWORD, "extra": 1})  # 422
-    await call("POST", "/api/v1/auth/login", json={"username": SECRET_PASSWORD, "password": SECRET_PASSWORD})  # name typo'd as password
-    await call("POST", "/api/v1/users", headers=admin, json={"username": "too_short", "password": SECRET_PASSWORD[:5]})  # 422
+    await call(
+        "POST", "/api/v1/auth/login", json={"username": "canary_user", "password": SECRET_PASSWORD, "extra": 1}
+    )  # 422
+    await call(
+        "POST", "/api/v1/auth/login", json={"username": SECRET_PASSWORD, "password": SECRET_PASSWORD}
+    )  # name typo'd as password
+    await call(
+        "POST", "/api/v1/users", headers=admin, json={"username": "too_short", "password": SECRET_PASSWORD[:5]}
+    )  # 422
     tokens = await login(client, "canary_user", SECRET_PASSWORD)
-    key = (await call("POST", "/api/v1/auth/keys", headers=bearer(tokens["access_token"]), json={"name": "k"})).json()["key"]
+    key = (await call("POST", "/api/v1/auth/keys", headers=bearer(tokens["access_token"]), json={"name": "k"})).json()[
+        "key"
+    ]
     await call("GET", "/api/v1/auth/me", headers=bearer(key))
     await call("PATCH", f"/api/v1/users/{user_id}", headers=admin, json={"password": RESET_PASSWORD, "role": "viewer"})
     await call("PATCH", f"/api/v1/users/{user_id}", headers=admin, json={"password": "short"})  # 422

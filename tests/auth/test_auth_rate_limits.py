@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import uuid
 
-import redis.asyncio as aioredis
-
-from sutazai.auth.rate_limit import RateLimiter
-from tests.auth.helpers import PASSWORD, bearer, build_app, client_for, free_port, login, make_settings
+from tests.auth.helpers import PASSWORD, bearer, build_app, login, make_settings
+from tests.helpers import client_for, free_port
 
 
 def limited_settings(database_url, **overrides):
-    return make_settings(database_url, rate_limit_requests_per_minute={"admin": 1000, "user": 3, "viewer": 3}, **overrides)
+    return make_settings(
+        database_url, rate_limit_requests_per_minute={"admin": 1000, "user": 3, "viewer": 3}, **overrides
+    )
 
 
-async def test_the_request_after_the_limit_gets_429_with_retry_after_and_ratelimit_headers(database_url, pool, redis_client, new_user):
-    app = build_app(limited_settings(database_url), pool, redis_client)
-    async with client_for(app) as client:
+async def test_the_request_after_the_limit_gets_429_with_retry_after_and_ratelimit_headers(
+    database_url, pool, redis_client, new_user
+):
+    async with build_app(limited_settings(database_url)) as app, client_for(app) as client:
         headers = bearer((await login(client, (await new_user("user")).username))["access_token"])
-        answers = [await client.get("/api/v1/things", headers=headers) for _ in range(4)]
+        answers = [await client.get("/test/things", headers=headers) for _ in range(4)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     refused = answers[-1]
     assert refused.json()["error"]["code"] == "rate_limited"
@@ -28,114 +29,123 @@ async def test_the_request_after_the_limit_gets_429_with_retry_after_and_ratelim
 
 
 async def test_allowed_responses_carry_the_remaining_allowance(database_url, pool, redis_client, new_user):
-    app = build_app(limited_settings(database_url), pool, redis_client)
-    async with client_for(app) as client:
+    async with build_app(limited_settings(database_url)) as app, client_for(app) as client:
         headers = bearer((await login(client, (await new_user("user")).username))["access_token"])
-        first = await client.get("/api/v1/things", headers=headers)
+        first = await client.get("/test/things", headers=headers)
     assert first.headers["x-ratelimit-limit"] == "3" and first.headers["x-ratelimit-remaining"] == "2"
 
 
 async def test_a_second_user_is_unaffected_by_the_first_users_limit(database_url, pool, redis_client, new_user):
-    app = build_app(limited_settings(database_url), pool, redis_client)
-    async with client_for(app) as client:
+    async with build_app(limited_settings(database_url)) as app, client_for(app) as client:
         alice = bearer((await login(client, (await new_user("user")).username))["access_token"])
         bob = bearer((await login(client, (await new_user("user")).username))["access_token"])
         for _ in range(4):
-            await client.get("/api/v1/things", headers=alice)
-        assert (await client.get("/api/v1/things", headers=alice)).status_code == 429
-        assert (await client.get("/api/v1/things", headers=bob)).status_code == 200
+            await client.get("/test/things", headers=alice)
+        assert (await client.get("/test/things", headers=alice)).status_code == 429
+        assert (await client.get("/test/things", headers=bob)).status_code == 200
 
 
 async def test_limits_are_per_role(database_url, pool, redis_client, new_user):
-    app = build_app(limited_settings(database_url), pool, redis_client)
-    async with client_for(app) as client:
+    async with build_app(limited_settings(database_url)) as app, client_for(app) as client:
         admin = bearer((await login(client, (await new_user("admin")).username))["access_token"])
-        answers = [await client.get("/api/v1/things", headers=admin) for _ in range(5)]
+        answers = [await client.get("/test/things", headers=admin) for _ in range(5)]
     assert {a.status_code for a in answers} == {200}
 
 
 async def test_the_count_is_shared_between_replicas_through_redis(database_url, pool, redis_client, new_user):
     settings = limited_settings(database_url)
-    replica_a = build_app(settings, pool, redis_client)
-    replica_b = build_app(settings, pool, redis_client)
-    shared = replica_a.state.auth.limiter  # same Redis namespace, separate per-replica memory
-    replica_b.state.auth.limiter = RateLimiter(redis_client, prefix=shared.prefix, clock=shared._clock)
-    async with client_for(replica_a) as a, client_for(replica_b) as b:
+    shared = uuid.uuid4().hex[:8]  # same Redis namespace, separate per-replica memory
+    async with (
+        build_app(settings, namespace=shared) as replica_a,
+        build_app(settings, namespace=shared) as replica_b,
+        client_for(replica_a) as a,
+        client_for(replica_b) as b,
+    ):
         headers = bearer((await login(a, (await new_user("user")).username))["access_token"])
-        codes = [(await client.get("/api/v1/things", headers=headers)).status_code for client in (a, b, a, b)]
+        codes = [(await client.get("/test/things", headers=headers)).status_code for client in (a, b, a, b)]
     assert codes == [200, 200, 200, 429]
 
 
 async def test_a_per_key_limit_narrows_the_role_limit(client, auth_headers):
-    created = (await client.post("/api/v1/auth/keys", headers=await auth_headers("user"), json={"name": "slow", "requests_per_minute": 2})).json()
-    codes = [(await client.get("/api/v1/things", headers=bearer(created["key"]))).status_code for _ in range(3)]
+    created = (
+        await client.post(
+            "/api/v1/auth/keys", headers=await auth_headers("user"), json={"name": "slow", "requests_per_minute": 2}
+        )
+    ).json()
+    codes = [(await client.get("/test/things", headers=bearer(created["key"]))).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
 
 
 async def test_token_budget_spent_gives_429_on_the_next_llm_call(database_url, pool, redis_client, new_user):
     settings = make_settings(database_url, rate_limit_tokens_per_minute={"admin": 10**6, "user": 20, "viewer": 20})
-    app = build_app(settings, pool, redis_client)
-    body = {"model": "test", "messages": [{"role": "user", "content": "hi"}]}
-    async with client_for(app) as client:
-        headers = bearer((await login(client, (await new_user("user")).username))["access_token"])
-        codes = [(await client.post("/v1/chat/completions", headers=headers, json=body)) for _ in range(3)]
-    assert [c.status_code for c in codes] == [200, 200, 429]  # 12 tokens per call: 0 -> 12 -> 24 >= 20
-    refused = codes[-1]
-    assert refused.json()["error"]["code"] == "token_rate_limited" and refused.headers["retry-after"]
-    assert refused.headers["x-ratelimit-limit-tokens"] == "20"
+    async with build_app(settings) as app:
+        body = {"model": "test", "messages": [{"role": "user", "content": "hi"}]}
+        async with client_for(app) as client:
+            headers = bearer((await login(client, (await new_user("user")).username))["access_token"])
+            codes = [(await client.post("/test/completions", headers=headers, json=body)) for _ in range(3)]
+        assert [c.status_code for c in codes] == [200, 200, 429]  # 12 tokens per call: 0 -> 12 -> 24 >= 20
+        refused = codes[-1]
+        assert refused.json()["error"]["code"] == "token_rate_limited" and refused.headers["retry-after"]
+        assert refused.headers["x-ratelimit-limit-tokens"] == "20"
 
 
 async def test_limits_fall_back_to_memory_when_redis_is_unreachable(database_url, pool, new_user, caplog):
-    dead = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2, socket_timeout=0.2)
-    app = build_app(limited_settings(database_url), pool, dead)
-    async with client_for(app) as client:
+    settings = limited_settings(database_url, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", redis_timeout_s=0.2)
+    async with build_app(settings) as app, client_for(app) as client:
         headers = bearer((await login(client, (await new_user("user")).username))["access_token"])
-        answers = [await client.get("/api/v1/things", headers=headers) for _ in range(4)]
-    await dead.aclose()
+        answers = [await client.get("/test/things", headers=headers) for _ in range(4)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429]  # neither open nor closed: still counted
     assert answers[-1].headers["retry-after"]
     assert "counting in this replica's memory" in caplog.text
 
 
 async def test_login_attempts_are_limited_per_username(database_url, pool, redis_client, new_user):
-    app = build_app(make_settings(database_url, login_attempts_per_minute=3), pool, redis_client)
-    user = await new_user("user")
-    codes = []
-    for i in range(4):  # a different address each time: only the username bucket fills up
-        async with client_for(app, client_ip=f"10.0.0.{i + 1}") as client:
-            response = await client.post("/api/v1/auth/login", json={"username": user.username, "password": "wrong password"})
-            codes.append(response.status_code)
-    assert codes == [401, 401, 401, 429]
-    async with client_for(app, client_ip="10.0.0.99") as client:  # even the right password waits now
-        response = await client.post("/api/v1/auth/login", json={"username": user.username, "password": PASSWORD})
-    assert response.status_code == 429 and response.json()["error"]["code"] == "too_many_login_attempts"
-    assert response.headers["retry-after"]
+    async with build_app(make_settings(database_url, login_attempts_per_minute=3)) as app:
+        user = await new_user("user")
+        codes = []
+        for i in range(4):  # a different address each time: only the username bucket fills up
+            async with client_for(app, client_ip=f"10.0.0.{i + 1}") as client:
+                response = await client.post(
+                    "/api/v1/auth/login", json={"username": user.username, "password": "wrong password"}
+                )
+                codes.append(response.status_code)
+        assert codes == [401, 401, 401, 429]
+        async with client_for(app, client_ip="10.0.0.99") as client:  # even the right password waits now
+            response = await client.post("/api/v1/auth/login", json={"username": user.username, "password": PASSWORD})
+        assert response.status_code == 429 and response.json()["error"]["code"] == "too_many_login_attempts"
+        assert response.headers["retry-after"]
 
 
 async def test_login_attempts_are_limited_per_client_address(database_url, pool, redis_client):
-    app = build_app(make_settings(database_url, login_attempts_per_minute=3), pool, redis_client)
-    async with client_for(app, client_ip="10.9.9.9") as client:
-        codes = [
-            (await client.post("/api/v1/auth/login", json={"username": f"nobody{uuid.uuid4().hex[:6]}", "password": "x" * 10})).status_code
-            for _ in range(4)
-        ]
-    assert codes == [401, 401, 401, 429]
+    async with build_app(make_settings(database_url, login_attempts_per_minute=3)) as app:
+        async with client_for(app, client_ip="10.9.9.9") as client:
+            codes = [
+                (
+                    await client.post(
+                        "/api/v1/auth/login", json={"username": f"nobody{uuid.uuid4().hex[:6]}", "password": "x" * 10}
+                    )
+                ).status_code
+                for _ in range(4)
+            ]
+        assert codes == [401, 401, 401, 429]
 
 
 async def test_a_refused_login_burst_is_audited_once(database_url, pool, redis_client, new_user):
-    app = build_app(make_settings(database_url, login_attempts_per_minute=1), pool, redis_client)
-    user = await new_user("user")
-    before = await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'auth.login_rate_limited'")
-    async with client_for(app, client_ip="10.7.7.7") as client:
-        for _ in range(4):
-            await client.post("/api/v1/auth/login", json={"username": user.username, "password": "wrong password"})
-    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'auth.login_rate_limited'") == before + 1
+    async with build_app(make_settings(database_url, login_attempts_per_minute=1)) as app:
+        user = await new_user("user")
+        before = await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'auth.login_rate_limited'")
+        async with client_for(app, client_ip="10.7.7.7") as client:
+            for _ in range(4):
+                await client.post("/api/v1/auth/login", json={"username": user.username, "password": "wrong password"})
+        assert (
+            await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'auth.login_rate_limited'") == before + 1
+        )
 
 
 async def test_a_route_with_several_auth_dependencies_counts_one_request(database_url, pool, redis_client, new_user):
-    app = build_app(make_settings(database_url, rate_limit_requests_per_minute={"user": 2}), pool, redis_client)
-    body = {"model": "test", "messages": [{"role": "user", "content": "hi"}]}
-    async with client_for(app) as client:
-        headers = bearer((await login(client, (await new_user("user")).username))["access_token"])
-        codes = [(await client.post("/v1/chat/completions", headers=headers, json=body)).status_code for _ in range(3)]
-    assert codes == [200, 200, 429]
+    async with build_app(make_settings(database_url, rate_limit_requests_per_minute={"user": 2})) as app:
+        body = {"model": "test", "messages": [{"role": "user", "content": "hi"}]}
+        async with client_for(app) as client:
+            headers = bearer((await login(client, (await new_user("user")).username))["access_token"])
+            codes = [(await client.post("/test/completions", headers=headers, json=body)).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]

@@ -16,7 +16,6 @@ def _no_database_url_in_env(monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
 
 
-
 def settings(tmp_path, **values) -> Settings:
     return Settings(_env_file=None, data_dir=tmp_path, **values)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sutazai.auth import users
+from sutazai.storage.users import UserStore
 from tests.auth.helpers import PASSWORD, assert_401, bearer, login
 
 
@@ -52,7 +52,7 @@ async def test_unknown_username_fails_like_a_wrong_password_and_is_not_stored(cl
 
 async def test_disabled_user_cannot_log_in(client, new_user, pool):
     user = await new_user("user")
-    await users.update(pool, user.id, disabled=True)
+    await UserStore(pool).update(user.id, disabled=True)
     response = await client.post("/api/v1/auth/login", json={"username": user.username, "password": PASSWORD})
     assert_401(response)
 
@@ -61,7 +61,14 @@ async def test_me_describes_the_caller(client, new_user):
     user = await new_user("viewer")
     tokens = await login(client, user.username)
     me = (await client.get("/api/v1/auth/me", headers=bearer(tokens["access_token"]))).json()
-    assert me == {"id": str(user.id), "username": user.username, "role": "viewer", "auth_method": "jwt", "scopes": ["read"], "key_id": None}
+    assert me == {
+        "id": str(user.id),
+        "username": user.username,
+        "role": "viewer",
+        "auth_method": "jwt",
+        "scopes": ["read"],
+        "key_id": None,
+    }
 
 
 async def test_protected_route_without_credentials_is_401(client):
@@ -136,7 +143,7 @@ async def test_logout_ends_the_access_and_the_refresh_token(client, new_user, po
 async def test_disabling_a_user_ends_their_access_at_once(client, new_user, pool):
     user = await new_user("user")
     tokens = await login(client, user.username)
-    await users.update(pool, user.id, disabled=True)
+    await UserStore(pool).update(user.id, disabled=True)
     assert_401(await client.get("/api/v1/auth/me", headers=bearer(tokens["access_token"])))
 
 
@@ -144,11 +151,13 @@ async def test_a_role_change_applies_to_existing_tokens_at_once(client, new_user
     user = await new_user("user")
     headers = bearer((await login(client, user.username))["access_token"])
     assert (await client.post("/api/v1/cache/invalidate", headers=headers)).status_code == 403
-    await users.update(pool, user.id, role="admin")
+    await UserStore(pool).update(user.id, role="admin")
     assert (await client.post("/api/v1/cache/invalidate", headers=headers)).status_code == 200
 
 
 async def test_unknown_fields_in_the_login_body_are_rejected(client, new_user):
     user = await new_user("user")
-    response = await client.post("/api/v1/auth/login", json={"username": user.username, "password": PASSWORD, "role": "admin"})
+    response = await client.post(
+        "/api/v1/auth/login", json={"username": user.username, "password": PASSWORD, "role": "admin"}
+    )
     assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"

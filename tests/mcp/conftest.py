@@ -18,9 +18,9 @@ import pytest_asyncio
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import ray  # noqa: E402
+import ray
 
-from sutazai.settings import PROJECT_ROOT, Settings  # noqa: E402
+from sutazai.settings import PROJECT_ROOT, Settings
 
 NAMESPACE = "sutazai-mcp-tests"
 NODE_BIN = PROJECT_ROOT / "cluster" / "mcp" / "node_modules" / ".bin"
@@ -59,8 +59,12 @@ def ray_cluster():
         yield None
         return
     context = ray.init(
-        address="local", num_cpus=2, include_dashboard=False, namespace=NAMESPACE,
-        logging_level="WARNING", log_to_driver=False,
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        namespace=NAMESPACE,
+        logging_level="WARNING",
+        log_to_driver=False,
     )
     gcs_port = int(context.address_info["gcs_address"].rsplit(":", 1)[1])
     assert gcs_port != 6379, "Ray must not take Redis's port"
@@ -80,9 +84,9 @@ def mcp_settings(tmp_path_factory) -> Settings:
 
 @pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def gateway(ray_cluster, mcp_settings):
-    from sutazai.mcp.gateway import MCPGateway
+    from deployments.mcp_process import connect_gateway
 
-    gateway = await MCPGateway.connect(mcp_settings, namespace=NAMESPACE)
+    gateway = await connect_gateway(mcp_settings, namespace=NAMESPACE)
     statuses = await gateway.wait_ready(timeout=60)
     assert statuses == {"time": "ready", "filesystem": "ready", "everything": "ready", "broken": "failed"}, statuses
     yield gateway

@@ -1,53 +1,58 @@
-"""The /api/v1/mcp routes on a small FastAPI app, over the real gateway, actors and servers."""
+"""The /api/v1/mcp routes on the real app, over the real gateway, actors and servers,
+with real users of each role (a throwaway database, the test Redis)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import secrets
 
 import httpx
 import pytest_asyncio
-from fastapi import FastAPI, Request
 
-import uuid
+from sutazai.settings import Settings
+from tests.helpers import REDIS_URL, app_for, client_for, fresh_database, signed_in
 
-from sutazai.api.mcp import router
-from sutazai.auth.principal import Principal, require_admin, require_user, require_viewer
-from sutazai.auth.roles import at_least
-from sutazai.errors import APIError, install_error_handlers
+PASSWORD = secrets.token_urlsafe(16)
 
 
-def make_app(gateway) -> FastAPI:
-    """The router over the real gateway; the caller's role comes from a test header
-    (real authentication is covered end to end in tests/test_auth_wiring.py)."""
-    app = FastAPI()
-    install_error_handlers(app)
-    app.include_router(router)
-    app.state.services = SimpleNamespace(mcp=gateway)
+def app_settings(database_url: str, mcp_settings: Settings) -> Settings:
+    return mcp_settings.model_copy(
+        update={"database_url": database_url, "redis_url": REDIS_URL, "jwt_secret": secrets.token_urlsafe(48)}
+    )
 
-    def as_role(required: str):
-        def caller(request: Request) -> Principal:
-            role = request.headers.get("x-test-role", "admin")
-            if not at_least(role, required):
-                raise APIError(403, "forbidden", f"requires role {required}")
-            return Principal(user_id=uuid.uuid4(), username="t", role=role, auth_method="jwt", scopes=("admin",))
-        return caller
 
-    for dependency, role in ((require_viewer, "viewer"), (require_user, "user"), (require_admin, "admin")):
-        app.dependency_overrides[dependency] = as_role(role)
-    return app
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def mcp_app(gateway, mcp_settings):
+    async with (
+        fresh_database("sutazai_mcp_test") as database_url,
+        app_for(app_settings(database_url, mcp_settings), mcp=gateway) as (app, services),
+        client_for(app) as client,
+    ):
+        headers = {role: await signed_in(client, services, role, PASSWORD) for role in ("admin", "user", "viewer")}
+        yield client, headers
+
+
+class RoleClient:
+    """The app's client, signed in as admin unless a request names another role."""
+
+    def __init__(self, client: httpx.AsyncClient, headers: dict[str, dict[str, str]]) -> None:
+        self.client, self.headers = client, headers
+
+    async def get(self, url: str, role: str = "admin") -> httpx.Response:
+        return await self.client.get(url, headers=self.headers[role])
+
+    async def post(self, url: str, json: dict | None = None, role: str = "admin") -> httpx.Response:
+        return await self.client.post(url, json=json, headers=self.headers[role])
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def client(gateway):
-    transport = httpx.ASGITransport(app=make_app(gateway))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client
+async def client(mcp_app):
+    return RoleClient(*mcp_app)
 
 
 async def test_get_servers_lists_every_configured_server(client):
     response = await client.get("/api/v1/mcp/servers")
     assert response.status_code == 200
-    servers = {s["name"]: s for s in response.json()["servers"]}
+    servers = {s["name"]: s for s in response.json()["items"]}
     assert servers["time"]["status"] == "ready" and servers["time"]["roles"] == ["admin", "user"]
     assert servers["off"]["status"] == "disabled"
 
@@ -55,13 +60,16 @@ async def test_get_servers_lists_every_configured_server(client):
 async def test_get_tools_returns_the_servers_tools_with_schemas(client):
     response = await client.get("/api/v1/mcp/servers/filesystem/tools")
     assert response.status_code == 200
-    tools = {t["name"]: t for t in response.json()["tools"]}
+    tools = {t["name"]: t for t in response.json()["items"]}
     assert tools["write_file"]["input_schema"]["required"] == ["path", "content"]
 
 
 async def test_post_execute_calls_the_tool(client):
-    body = {"server": "time", "tool": "convert_time",
-            "arguments": {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"}}
+    body = {
+        "server": "time",
+        "tool": "convert_time",
+        "arguments": {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"},
+    }
     response = await client.post("/api/v1/mcp/execute", json=body)
     assert response.status_code == 200
     assert response.json()["is_error"] is False
@@ -98,13 +106,13 @@ async def test_an_unknown_server_is_a_404(client):
 
 async def test_a_role_without_access_is_a_403(client):
     body = {"server": "everything", "tool": "echo", "arguments": {"message": "hi"}}
-    response = await client.post("/api/v1/mcp/execute", json=body, headers={"x-test-role": "user"})
+    response = await client.post("/api/v1/mcp/execute", json=body, role="user")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "forbidden"
 
 
 async def test_the_tools_of_a_server_the_role_may_not_use_are_a_403(client):
-    response = await client.get("/api/v1/mcp/servers/everything/tools", headers={"x-test-role": "user"})
+    response = await client.get("/api/v1/mcp/servers/everything/tools", role="user")
     assert response.status_code == 403
 
 
@@ -117,13 +125,17 @@ async def test_a_server_that_is_down_is_a_503_with_retry_after(client):
 
 
 async def test_restart_is_refused_to_non_admins(client):
-    response = await client.post("/api/v1/mcp/servers/time/restart", headers={"x-test-role": "user"})
+    response = await client.post("/api/v1/mcp/servers/time/restart", role="user")
     assert response.status_code == 403
 
 
-async def test_every_route_is_a_503_when_mcp_is_disabled():
-    transport = httpx.ASGITransport(app=make_app(None))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        response = await client.get("/api/v1/mcp/servers")
+async def test_every_route_is_a_503_when_mcp_is_disabled(mcp_settings):
+    async with (
+        fresh_database("sutazai_mcp_test") as database_url,
+        app_for(app_settings(database_url, mcp_settings)) as (app, services),
+        client_for(app) as client,
+    ):
+        headers = await signed_in(client, services, "viewer", PASSWORD)
+        response = await client.get("/api/v1/mcp/servers", headers=headers)
     assert response.status_code == 503
     assert response.json()["error"]["message"] == "MCP is disabled"

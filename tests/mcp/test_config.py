@@ -24,7 +24,14 @@ def test_the_shipped_file_configures_time_git_and_filesystem():
 
 def test_a_desktop_client_file_loads_with_sutazai_defaults(tmp_path):
     path = tmp_path / "claude_desktop_config.json"
-    path.write_text(json.dumps({"mcpServers": {"t": {"command": "uvx", "args": ["mcp-server-time"], "env": {"A": "1"}}}, "globalShortcut": ""}))
+    path.write_text(
+        json.dumps(
+            {
+                "mcpServers": {"t": {"command": "uvx", "args": ["mcp-server-time"], "env": {"A": "1"}}},
+                "globalShortcut": "",
+            }
+        )
+    )
     server = load_config(path).mcp_servers["t"]
     assert (server.command, server.args, server.env) == ("uvx", ["mcp-server-time"], {"A": "1"})
     assert server.roles == ["admin", "user"] and server.enabled and server.max_concurrent_calls >= 1

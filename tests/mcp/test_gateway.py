@@ -10,7 +10,8 @@ import time
 import psutil
 import pytest
 
-from sutazai.errors import APIError
+from sutazai.api.errors import status_of
+from sutazai.errors import SutazaiError
 
 
 async def wait_until(predicate, timeout: float = 10.0):
@@ -53,7 +54,9 @@ async def test_the_python_time_server_answers_a_tool_call(gateway):
 
 async def test_the_npm_filesystem_server_writes_and_reads_a_file_in_the_data_folder(gateway, mcp_settings):
     path = mcp_settings.data_dir / "files" / "note.txt"
-    written = await gateway.execute("filesystem", "write_file", {"path": str(path), "content": "hello from a test"}, "user")
+    written = await gateway.execute(
+        "filesystem", "write_file", {"path": str(path), "content": "hello from a test"}, "user"
+    )
     assert written["is_error"] is False
     assert path.read_text() == "hello from a test"
     read = await gateway.execute("filesystem", "read_text_file", {"path": str(path)}, "user")
@@ -62,7 +65,9 @@ async def test_the_npm_filesystem_server_writes_and_reads_a_file_in_the_data_fol
 
 async def test_fifty_concurrent_calls_all_succeed(gateway):
     zones = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Sydney"] * 10
-    results = await asyncio.gather(*(gateway.execute("time", "get_current_time", {"timezone": z}, "user") for z in zones))
+    results = await asyncio.gather(
+        *(gateway.execute("time", "get_current_time", {"timezone": z}, "user") for z in zones)
+    )
     assert [r["structured_content"]["timezone"] for r in results] == zones
 
 
@@ -82,47 +87,47 @@ async def test_the_filesystem_server_refuses_paths_outside_its_data_folder(gatew
 
 
 async def test_arguments_that_violate_the_input_schema_are_a_422(gateway):
-    with pytest.raises(APIError) as err:
+    with pytest.raises(SutazaiError) as err:
         await gateway.execute("time", "get_current_time", {"timezone": 42}, "user")
-    assert (err.value.status_code, err.value.code) == (422, "validation_error")
+    assert (status_of(err.value), err.value.code) == (422, "validation_error")
     assert "timezone" in err.value.message
     assert err.value.details[0]["loc"] == ["arguments", "timezone"]
 
 
 async def test_a_missing_required_argument_is_a_422(gateway):
-    with pytest.raises(APIError) as err:
+    with pytest.raises(SutazaiError) as err:
         await gateway.execute("time", "convert_time", {"time": "12:00"}, "user")
-    assert err.value.status_code == 422
+    assert status_of(err.value) == 422
     assert "source_timezone" in err.value.message
 
 
 async def test_a_role_not_listed_for_the_server_is_a_403(gateway):
-    with pytest.raises(APIError) as err:
+    with pytest.raises(SutazaiError) as err:
         await gateway.execute("time", "get_current_time", {"timezone": "UTC"}, "viewer")
-    assert (err.value.status_code, err.value.code) == (403, "forbidden")
-    with pytest.raises(APIError) as err:
+    assert (status_of(err.value), err.value.code) == (403, "forbidden")
+    with pytest.raises(SutazaiError) as err:
         await gateway.execute("everything", "echo", {"message": "hi"}, "user")  # admin-only server
-    assert err.value.status_code == 403
+    assert status_of(err.value) == 403
 
 
 async def test_an_unknown_server_is_a_404_that_names_the_known_ones(gateway):
-    with pytest.raises(APIError) as err:
+    with pytest.raises(SutazaiError) as err:
         await gateway.execute("weather", "forecast", {}, "user")
-    assert (err.value.status_code, err.value.code) == (404, "not_found")
+    assert (status_of(err.value), err.value.code) == (404, "not_found")
     assert "'weather'" in err.value.message and "time" in err.value.message
 
 
 async def test_an_unknown_tool_is_a_404_that_names_the_servers_tools(gateway):
-    with pytest.raises(APIError) as err:
+    with pytest.raises(SutazaiError) as err:
         await gateway.execute("time", "set_time", {}, "user")
-    assert err.value.status_code == 404
+    assert status_of(err.value) == 404
     assert "set_time" in err.value.message and "get_current_time" in err.value.message
 
 
 async def test_a_disabled_server_is_a_404_saying_so(gateway):
-    with pytest.raises(APIError) as err:
+    with pytest.raises(SutazaiError) as err:
         await gateway.execute("off", "get_current_time", {"timezone": "UTC"}, "user")
-    assert err.value.status_code == 404 and "disabled" in err.value.message
+    assert status_of(err.value) == 404 and "disabled" in err.value.message
 
 
 # ---- failures of the server ---------------------------------------------------------------
@@ -139,11 +144,11 @@ async def test_killing_the_server_fails_the_in_flight_call_with_503_and_the_next
 
     await wait_until(in_flight)
     os.kill(before["pid"], signal.SIGKILL)
-    with pytest.raises(APIError) as err:
+    with pytest.raises(SutazaiError) as err:
         await asyncio.wait_for(slow, timeout=5)
-    assert (err.value.status_code, err.value.code) == (503, "unavailable")
+    assert (status_of(err.value), err.value.code) == (503, "unavailable")
     assert "stopped while 'trigger-long-running-operation' was running" in err.value.message
-    assert err.value.headers == {"Retry-After": "2"}
+    assert err.value.retry_after_s == 2
 
     echoed = await gateway.execute("everything", "echo", {"message": "back again"}, "admin")
     assert "back again" in echoed["text"]
@@ -154,11 +159,11 @@ async def test_killing_the_server_fails_the_in_flight_call_with_503_and_the_next
 
 
 async def test_a_call_past_its_timeout_is_a_503_and_the_server_keeps_serving(gateway, status):
-    with pytest.raises(APIError) as err:
+    with pytest.raises(SutazaiError) as err:
         await gateway.execute(
             "everything", "trigger-long-running-operation", {"duration": 5, "steps": 5}, "admin", timeout=0.3
         )
-    assert err.value.status_code == 503
+    assert status_of(err.value) == 503
     assert "did not finish within 0.3 s" in err.value.message
     assert (await status("everything"))["in_flight"] == 0
     assert (await gateway.execute("everything", "get-sum", {"a": 2, "b": 3}, "admin"))["is_error"] is False
@@ -168,9 +173,9 @@ async def test_a_server_that_cannot_start_is_failed_and_calls_get_a_503_with_its
     broken = await status("broken")
     assert broken["status"] == "failed"
     assert broken["restarts"] == 1  # max_restarts: 1, then it gives up
-    with pytest.raises(APIError) as err:
+    with pytest.raises(SutazaiError) as err:
         await gateway.execute("broken", "anything", {}, "user")
-    assert err.value.status_code == 503
+    assert status_of(err.value) == 503
     assert "failed" in err.value.message and "broken on purpose" in err.value.message
 
 
@@ -192,8 +197,8 @@ async def test_when_the_actor_process_dies_ray_restarts_it_and_its_server_comes_
     async def served_again():
         try:
             return not (await gateway.execute("filesystem", "list_allowed_directories", {}, "user"))["is_error"]
-        except APIError as exc:
-            assert exc.status_code == 503  # while Ray restarts the actor
+        except SutazaiError as exc:
+            assert status_of(exc) == 503  # while Ray restarts the actor
             return False
 
     await wait_until(served_again, timeout=30)

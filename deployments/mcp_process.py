@@ -33,8 +33,10 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CONNECTION_CLOSED, PaginatedRequestParams
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from sutazai.mcp.config import ServerConfig, expand_server, local_placeholders
+from sutazai.mcp.config import ServerConfig, expand_server, load_config, local_placeholders, shared_placeholders
 from sutazai.mcp.errors import CallTimedOut, ServerUnavailable
+from sutazai.mcp.gateway import MCPGateway
+from sutazai.settings import Settings
 
 NAMESPACE = "sutazai"
 ACTOR_MAX_RESTARTS = 10  # Ray restarts of the actor process itself
@@ -107,7 +109,12 @@ def _result_dict(result: Any) -> dict:
 
 
 def _error_result(message: str) -> dict:
-    return {"is_error": True, "content": [{"type": "text", "text": message}], "structured_content": None, "text": message}
+    return {
+        "is_error": True,
+        "content": [{"type": "text", "text": message}],
+        "structured_content": None,
+        "text": message,
+    }
 
 
 @ray.remote
@@ -204,7 +211,10 @@ class MCPProcess:
         read_fd, write_fd = os.pipe()
         self._stderr_tail.clear()
         pump = threading.Thread(
-            target=_pump_stderr, args=(read_fd, self.log, self._stderr_tail), daemon=True, name=f"mcp-{self.name}-stderr"
+            target=_pump_stderr,
+            args=(read_fd, self.log, self._stderr_tail),
+            daemon=True,
+            name=f"mcp-{self.name}-stderr",
         )
         pump.start()
         async with contextlib.AsyncExitStack() as stack:
@@ -216,7 +226,9 @@ class MCPProcess:
             async with asyncio.timeout(config.start_timeout_s):
                 init = await session.initialize()
                 tools = await self._list_all_tools(session)
-            self._server_info = init.server_info.model_dump(mode="json", exclude_none=True) if init.server_info else None
+            self._server_info = (
+                init.server_info.model_dump(mode="json", exclude_none=True) if init.server_info else None
+            )
             self._tools = tools
             self._session = session
             self._generation += 1
@@ -225,7 +237,10 @@ class MCPProcess:
             self._ready.set()
             self.log.info(
                 "MCP server %r ready: pid %s, %d tools, start #%d",
-                self.name, self.pid, len(tools), self._generation,
+                self.name,
+                self.pid,
+                len(tools),
+                self._generation,
             )
             try:
                 await self._watch()
@@ -297,11 +312,6 @@ class MCPProcess:
 
     # ---- the actor's API ------------------------------------------------
 
-    async def start(self) -> dict:
-        """Make sure the server is being run; returns at once with the status."""
-        self._ensure_supervisor()
-        return self.status()
-
     async def configure(self, server: dict, values: dict[str, str]) -> dict:
         """Adopt a changed config entry (restarting the server); a no-op when nothing changed."""
         config = ServerConfig.model_validate(server)
@@ -347,9 +357,7 @@ class MCPProcess:
         except TimeoutError:
             if waiting_for == "start":
                 raise ServerUnavailable(self._not_ready_message(timeout)) from None
-            raise CallTimedOut(
-                f"MCP server {self.name!r}: tool {tool!r} did not finish within {timeout:g} s"
-            ) from None
+            raise CallTimedOut(f"MCP server {self.name!r}: tool {tool!r} did not finish within {timeout:g} s") from None
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
                 if self._session is session:
@@ -440,3 +448,18 @@ def get_or_create(name: str, server: ServerConfig, values: dict[str, str], names
     if server.node_id:
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(server.node_id, soft=False)
     return MCPProcess.options(**options).remote(name, server.model_dump(), values)
+
+
+async def connect_gateway(settings: Settings, *, namespace: str = NAMESPACE, timeout_s: float = 30.0) -> MCPGateway:
+    """Get or create one detached actor per enabled server, hand each the current config,
+    and return the gateway a replica uses to reach them. `namespace` keeps separate
+    deployments or test runs apart."""
+    config = load_config(settings.mcp_config)
+    values = shared_placeholders(settings.data_dir, config.config_dir)
+    actors = {
+        name: await asyncio.to_thread(get_or_create, name, server, values, namespace)
+        for name, server in config.enabled().items()
+    }
+    gateway = MCPGateway(settings, config, actors)
+    await gateway.configure(values, timeout_s=timeout_s)
+    return gateway

@@ -19,7 +19,7 @@ import uuid
 import httpx
 from fastapi import FastAPI
 
-from sutazai.auth.principal import PUBLIC, route_requirements
+from sutazai.api.deps import PUBLIC, route_requirements
 
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 VIEWER_WRITES = {
@@ -61,7 +61,9 @@ async def check_route_protection(
             url = _concrete(path)
             response = await client.request(method, url)
             if response.status_code != 401 or not response.headers.get("www-authenticate", "").startswith("Bearer"):
-                problems.append(f"{method} {path} without credentials answered {response.status_code}, not 401 + WWW-Authenticate")
+                problems.append(
+                    f"{method} {path} without credentials answered {response.status_code}, not 401 + WWW-Authenticate"
+                )
             if requirement == "admin":
                 counts["admin"] += 1
                 response = await client.request(method, url, headers=user_headers)

@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 from sutazai.settings import Settings
-from tests.auth.route_protection import check_route_protection
 from tests.conftest import app_in_process
+from tests.route_protection import check_route_protection
 
 PUBLIC = {("GET", "/health"), ("POST", "/api/v1/auth/login"), ("POST", "/api/v1/auth/refresh")}
 
@@ -19,11 +19,13 @@ async def in_process_app(serve_app):
         yield app
 
 
-async def test_every_route_but_the_public_ones_needs_credentials_and_the_right_role(in_process_app, user_headers,
-                                                                                     new_user_headers):
+async def test_every_route_but_the_public_ones_needs_credentials_and_the_right_role(
+    in_process_app, user_headers, new_user_headers
+):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=in_process_app), base_url="http://app") as client:
-        counts = await check_route_protection(in_process_app, client, public=PUBLIC, user_headers=user_headers,
-                                              viewer_headers=new_user_headers("viewer"))
+        counts = await check_route_protection(
+            in_process_app, client, public=PUBLIC, user_headers=user_headers, viewer_headers=new_user_headers("viewer")
+        )
     assert counts["protected"] >= 25 and counts["admin"] >= 5 and counts["public"] == len(PUBLIC)
 
 

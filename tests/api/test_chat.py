@@ -28,8 +28,9 @@ def test_chat_answers_with_text_and_counted_usage(api):
 def test_conversation_history_is_stored_and_sent_as_context(api):
     first = api.post("/api/v1/chat", json={"message": "My name is Ada.", "max_tokens": 12, "seed": 1}).json()
     cid = first["conversation_id"]
-    second = api.post("/api/v1/chat", json={"message": "What is my name?", "conversation_id": cid,
-                                            "max_tokens": 12, "seed": 1}).json()
+    second = api.post(
+        "/api/v1/chat", json={"message": "What is my name?", "conversation_id": cid, "max_tokens": 12, "seed": 1}
+    ).json()
     assert second["conversation_id"] == cid
     # the second prompt contains the whole first turn
     assert second["usage"]["prompt_tokens"] > first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"]
@@ -52,8 +53,14 @@ def test_chat_with_an_unknown_model_is_404(api):
 
 
 def test_chat_validation_errors_are_422_with_the_error_shape(api):
-    for bad in ({"message": ""}, {"message": "hi", "temperature": 5}, {"message": "hi", "max_tokens": 0},
-                {"message": "hi", "surprise": 1}, {"message": "hi", "conversation_id": "not-a-uuid"}, {}):
+    for bad in (
+        {"message": ""},
+        {"message": "hi", "temperature": 5},
+        {"message": "hi", "max_tokens": 0},
+        {"message": "hi", "surprise": 1},
+        {"message": "hi", "conversation_id": "not-a-uuid"},
+        {},
+    ):
         r = api.post("/api/v1/chat", json=bad)
         assert r.status_code == 422, bad
         error = r.json()["error"]
@@ -66,8 +73,9 @@ def test_malformed_json_is_422_not_500(api):
 
 
 def test_stream_sends_several_token_events_then_done_with_usage(api):
-    with api.stream("POST", "/api/v1/chat/stream",
-                    json={"message": "Tell me a story about a cat.", "max_tokens": 24, "seed": 3}) as r:
+    with api.stream(
+        "POST", "/api/v1/chat/stream", json={"message": "Tell me a story about a cat.", "max_tokens": 24, "seed": 3}
+    ) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = sse_events(r)
     tokens = [e for e in events if e[0] == "token"]
@@ -105,8 +113,9 @@ def test_max_tokens_ends_with_finish_reason_length(api):
 
 
 def test_stop_sequence_is_honoured_and_not_returned(api):
-    body = api.post("/api/v1/generate", json={"prompt": "1, 2, 3, 4,", "max_tokens": 20, "temperature": 0,
-                                              "stop": ["7"]}).json()
+    body = api.post(
+        "/api/v1/generate", json={"prompt": "1, 2, 3, 4,", "max_tokens": 20, "temperature": 0, "stop": ["7"]}
+    ).json()
     assert "7" not in body["text"] and body["finish_reason"] == "stop"
 
 
@@ -136,7 +145,7 @@ def test_a_user_cannot_see_another_users_conversation(api, new_user_headers):
     cid = api.post("/api/v1/chat", json={"message": "secret plans", "max_tokens": 4}).json()["conversation_id"]
     other = new_user_headers("user")
     assert api.get(f"/api/v1/conversations/{cid}", headers=other).status_code == 404
-    assert cid not in [c["id"] for c in api.get("/api/v1/conversations", headers=other).json()["conversations"]]
+    assert cid not in [c["id"] for c in api.get("/api/v1/conversations", headers=other).json()["items"]]
     r = api.post("/api/v1/chat", headers=other, json={"message": "hi", "conversation_id": cid, "max_tokens": 4})
     assert r.status_code == 404
     assert api.delete(f"/api/v1/conversations/{cid}", headers=other).status_code == 404

@@ -13,8 +13,10 @@ def test_text_that_may_start_a_stop_string_is_held_back():
 
 
 def test_the_transcript_template_renders_a_generation_prompt():
-    template = ChatTemplate("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
-                            "{% if add_generation_prompt %}assistant:{% endif %}")
+    template = ChatTemplate(
+        "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant:{% endif %}"
+    )
     assert template.render([{"role": "user", "content": "hi"}]) == "user: hi\nassistant:"
 
 

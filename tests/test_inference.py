@@ -10,7 +10,7 @@ import httpx
 import pytest
 from ray import serve
 
-from deployments.llm import CPUModelServer
+from deployments.cpu_model import CPUModelServer
 from sutazai.catalog import ModelCatalog, ModelSpec
 from sutazai.settings import Settings
 from tests.conftest import app_in_process
@@ -20,17 +20,29 @@ from tests.conftest import app_in_process
 async def tiny_model_api(serve_app, app_env, user_headers):
     base = ModelCatalog.load(Settings().models_dir).get("gemma3-270m").model_dump()
     gguf = Path(app_env["SUTAZAI_DATA_DIR"]) / "models" / "gemma3-270m.gguf"
-    spec = ModelSpec.model_validate(base | {"name": "tiny", "source": {"path": str(gguf)},
-                                            "cpu": {"slots": 1, "threads_per_slot": 1}})
-    handle = serve.run(
-        CPUModelServer.options(name="llm-tiny", num_replicas=1, max_ongoing_requests=1, max_queued_requests=1,
-                               ray_actor_options={"num_cpus": 0.5}).bind(spec.model_dump()),
-        name="backpressure", route_prefix=None,
+    spec = ModelSpec.model_validate(
+        base | {"name": "tiny", "source": {"path": str(gguf)}, "cpu": {"slots": 1, "threads_per_slot": 1}}
     )
-    settings = Settings(database_url=app_env["DATABASE_URL"], redis_url=app_env["REDIS_URL"], cache_enabled=False,
-                        mcp_enabled=False)
-    async with app_in_process(settings, ModelCatalog([spec]), {"tiny": handle}) as app, httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://app", timeout=120, headers=user_headers) as client:
+    handle = serve.run(
+        CPUModelServer.options(
+            name="llm-tiny",
+            num_replicas=1,
+            max_ongoing_requests=1,
+            max_queued_requests=1,
+            ray_actor_options={"num_cpus": 0.5},
+        ).bind(spec.model_dump()),
+        name="backpressure",
+        route_prefix=None,
+    )
+    settings = Settings(
+        database_url=app_env["DATABASE_URL"], redis_url=app_env["REDIS_URL"], cache_enabled=False, mcp_enabled=False
+    )
+    async with (
+        app_in_process(settings, ModelCatalog([spec]), {"tiny": handle}) as app,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://app", timeout=120, headers=user_headers
+        ) as client,
+    ):
         yield client
     serve.delete("backpressure")
 

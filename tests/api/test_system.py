@@ -12,7 +12,7 @@ def test_root_names_the_models(api):
 
 
 def test_models_lists_the_cpu_model_as_default(api):
-    models = {m["name"]: m for m in api.get("/api/v1/models").json()}
+    models = {m["name"]: m for m in api.get("/api/v1/models").json()["items"]}
     assert models["gemma3-270m"]["engine"] == "cpu" and models["gemma3-270m"]["default"] is True
 
 

@@ -7,15 +7,21 @@ import httpx
 import pytest
 
 from sutazai.settings import Settings
-from tests.conftest import app_in_process, free_port
+from tests.conftest import app_in_process
+from tests.helpers import free_port
 
 
 @pytest.fixture(scope="module")
 async def redis_down_api(serve_app, app_env, user_headers):
-    settings = Settings(database_url=app_env["DATABASE_URL"], redis_url=f"redis://127.0.0.1:{free_port()}/0",
-                        mcp_enabled=False)
-    async with app_in_process(settings) as app, httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://app", timeout=120, headers=user_headers) as client:
+    settings = Settings(
+        database_url=app_env["DATABASE_URL"], redis_url=f"redis://127.0.0.1:{free_port()}/0", mcp_enabled=False
+    )
+    async with (
+        app_in_process(settings) as app,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://app", timeout=120, headers=user_headers
+        ) as client,
+    ):
         yield client
 
 

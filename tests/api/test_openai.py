@@ -22,8 +22,9 @@ def test_models_lists_the_served_models(client):
 
 
 def test_chat_completion_returns_text_and_usage(client):
-    r = client.chat.completions.create(model="gemma3-270m", messages=[{"role": "user", "content": "What is 2+2?"}],
-                                       max_tokens=12, temperature=0)
+    r = client.chat.completions.create(
+        model="gemma3-270m", messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=12, temperature=0
+    )
     assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
     assert r.choices[0].message.content and r.choices[0].finish_reason in ("stop", "length")
     assert r.usage.completion_tokens > 0 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
@@ -31,8 +32,13 @@ def test_chat_completion_returns_text_and_usage(client):
 
 def test_streamed_chat_completion_arrives_in_chunks_with_usage(client):
     stream = client.chat.completions.create(
-        model="gemma3-270m", messages=[{"role": "user", "content": "Tell me about the sea."}],
-        max_tokens=16, seed=4, stream=True, stream_options={"include_usage": True})
+        model="gemma3-270m",
+        messages=[{"role": "user", "content": "Tell me about the sea."}],
+        max_tokens=16,
+        seed=4,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(texts) >= 3
@@ -47,8 +53,13 @@ def test_completion_continues_each_prompt(client):
 
 
 def test_streamed_completion_yields_text(client):
-    parts = [c.choices[0].text for c in client.completions.create(
-        model="gemma3-270m", prompt="Once upon a time", max_tokens=8, seed=2, stream=True) if c.choices]
+    parts = [
+        c.choices[0].text
+        for c in client.completions.create(
+            model="gemma3-270m", prompt="Once upon a time", max_tokens=8, seed=2, stream=True
+        )
+        if c.choices
+    ]
     assert len("".join(parts)) > 0
 
 

@@ -1,8 +1,8 @@
 """The CPU model deployment: one llama.cpp engine per replica, built from a model file.
 
-The ingress calls `generate` / `generate_stream` through a DeploymentHandle
-(streaming handle for SSE). Replica count, concurrency and queue bounds come
-from the model file (see `deployments/app.py`).
+It answers the protocol every model deployment shares (`sutazai.schemas.engine`):
+`generate`, `generate_stream` (through a streaming handle), `info`. Replica
+count, concurrency and queue bounds come from the model file (`deployments/app.py`).
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from ray import serve
 
 from sutazai.catalog import ModelSpec
 from sutazai.engines.llama_cpp import LlamaCppEngine
 from sutazai.engines.model_files import resolve_model_path
-from sutazai.schemas.engine import GenerationChunk, GenerationRequest, GenerationResult
+from sutazai.schemas.engine import GenerationChunk, GenerationRequest, GenerationResult, ModelServerInfo
 from sutazai.settings import get_settings
 
 logger = logging.getLogger("ray.serve")
@@ -24,7 +25,7 @@ logger = logging.getLogger("ray.serve")
 
 @serve.deployment
 class CPUModelServer:
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = ModelSpec.model_validate(spec)
         started = time.perf_counter()
         path = resolve_model_path(self.spec, get_settings().data_dir)
@@ -38,17 +39,14 @@ class CPUModelServer:
         async for chunk in self.engine.stream(request):
             yield chunk
 
-    async def count_tokens(self, text: str) -> int:
-        return len(self.engine.tokenize(text))
-
-    async def info(self) -> dict:
-        return {
-            "name": self.spec.name,
-            "engine": self.spec.engine,
-            "context_length": self.spec.context_length,
-            "slots": self.engine.slots,
-            "free_slots": self.engine.free_slots,
-        }
+    async def info(self) -> ModelServerInfo:
+        return ModelServerInfo(
+            name=self.spec.name,
+            engine="cpu",
+            context_length=self.spec.context_length,
+            slots=self.engine.slots,
+            free_slots=self.engine.free_slots,
+        )
 
     async def check_health(self) -> None:
         """Serve's replica health check: the loaded model must still tokenize (cheap, no slot needed)."""

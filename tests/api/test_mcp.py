@@ -7,14 +7,20 @@ import httpx
 
 
 def test_mcp_servers_are_listed_with_their_status(api):
-    servers = {s["name"]: s for s in api.get("/api/v1/mcp/servers").json()["servers"]}
+    servers = {s["name"]: s for s in api.get("/api/v1/mcp/servers").json()["items"]}
     assert {"time", "git", "filesystem"} <= set(servers)
     assert servers["time"]["status"] == "ready" and servers["time"]["tools"] >= 1
 
 
 def test_a_user_calls_the_time_server_through_serve(api):
-    r = api.post("/api/v1/mcp/execute", json={"server": "time", "tool": "convert_time", "arguments": {
-        "source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"}})
+    r = api.post(
+        "/api/v1/mcp/execute",
+        json={
+            "server": "time",
+            "tool": "convert_time",
+            "arguments": {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"},
+        },
+    )
     assert r.status_code == 200, r.text
     assert r.json()["is_error"] is False and "21:00" in str(r.json()["structured_content"])
 
@@ -25,7 +31,7 @@ def test_a_user_may_not_use_an_admin_only_server(api):
 
 
 def test_an_admin_restart_is_audited(admin_api):
-    before = {s["name"]: s for s in admin_api.get("/api/v1/mcp/servers").json()["servers"]}["time"]
+    before = {s["name"]: s for s in admin_api.get("/api/v1/mcp/servers").json()["items"]}["time"]
     r = admin_api.post("/api/v1/mcp/servers/time/restart")
     assert r.status_code == 200 and r.json()["pid"] != before["pid"]
     actions = [e["action"] for e in admin_api.get("/api/v1/audit", params={"limit": 20}).json()["items"]]
@@ -46,5 +52,7 @@ async def test_fifty_concurrent_tool_calls_over_http_all_succeed(serve_app, user
 
 
 def test_arguments_violating_the_tools_schema_are_422_over_http(api):
-    r = api.post("/api/v1/mcp/execute", json={"server": "time", "tool": "get_current_time", "arguments": {"timezone": 5}})
+    r = api.post(
+        "/api/v1/mcp/execute", json={"server": "time", "tool": "get_current_time", "arguments": {"timezone": 5}}
+    )
     assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"

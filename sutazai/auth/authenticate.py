@@ -1,0 +1,64 @@
+"""From a bearer credential to a `Principal`: an access JWT or an API key (`sk-...`)."""
+
+from __future__ import annotations
+
+from sutazai.auth import api_keys
+from sutazai.auth.principal import API_KEY, JWT, Principal
+from sutazai.auth.roles import scopes_allowed_for
+from sutazai.auth.tokens import ACCESS, TokenSigner
+from sutazai.errors import InvalidToken, Unauthenticated
+from sutazai.storage.api_keys import ApiKeyStore
+from sutazai.storage.refresh_tokens import RefreshTokenStore
+
+
+class Authenticator:
+    """Checks a credential against the signer and the database on every request, so a
+    revoked key, a logged-out session, a disabled user or a role change applies at once."""
+
+    def __init__(self, signer: TokenSigner, sessions: RefreshTokenStore, keys: ApiKeyStore) -> None:
+        self.signer = signer
+        self.sessions = sessions
+        self.keys = keys
+
+    async def principal(self, credential: str | None) -> Principal:
+        if not credential or not credential.strip():
+            raise Unauthenticated("authentication required: send Authorization: Bearer <token or API key>")
+        token = credential.strip()
+        if api_keys.looks_like_key(token):
+            return await self._from_api_key(token)
+        return await self._from_jwt(token)
+
+    async def _from_jwt(self, token: str) -> Principal:
+        claims = self.signer.decode(token, ACCESS)
+        user, revoked = await self.sessions.session_user(claims.user_id, claims.family_id)
+        if user is None or user.disabled:
+            raise InvalidToken("account disabled or removed")
+        if revoked:
+            raise InvalidToken("session ended; log in again")
+        # The role comes from the database, not the token: a role change applies at once.
+        return Principal(
+            user.id, user.username, user.role, JWT, scopes_allowed_for(user.role), session_id=claims.family_id
+        )
+
+    async def _from_api_key(self, token: str) -> Principal:
+        found = await self.keys.lookup(api_keys.hash_key(token))
+        if found is None:
+            raise InvalidToken("invalid API key")
+        reason = found.key.unusable_reason()
+        if reason:
+            raise InvalidToken(reason)
+        if found.disabled:
+            raise InvalidToken("account disabled")
+        await self.keys.touch(found.key)
+        # A key never exceeds its owner's current role, whatever scopes it was given.
+        scopes = tuple(s for s in found.key.scopes if s in scopes_allowed_for(found.role))
+        return Principal(
+            found.key.user_id,
+            found.username,
+            found.role,
+            API_KEY,
+            scopes,
+            key_id=found.key.id,
+            key_requests_per_minute=found.key.requests_per_minute,
+            key_tokens_per_minute=found.key.tokens_per_minute,
+        )

@@ -1,0 +1,94 @@
+"""SQL for the `audit_log` table: who did what, from where, when.
+
+Never stored: passwords, tokens, keys or hashes. `details` is scrubbed of any
+field whose name suggests a credential, as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from pydantic import field_validator
+
+from sutazai.storage.records import Record
+
+_SENSITIVE_NAMES = {"token", "access_token", "refresh_token", "api_key", "key", "authorization", "key_hash", "hash"}
+_SENSITIVE_PARTS = ("password", "secret", "credential")
+_COLUMNS = "id, at, actor_id, actor_name, action, target, client_ip, details, request_id"
+
+
+class AuditEntry(Record):
+    id: int
+    at: datetime
+    actor_id: uuid.UUID | None
+    actor_name: str | None
+    action: str
+    target: str | None
+    client_ip: str | None
+    details: dict[str, Any]
+    request_id: str | None
+
+    @field_validator("details", mode="before")
+    @classmethod
+    def _decode(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+
+def scrub(value: Any) -> Any:
+    """Drop credential-looking fields, recursively."""
+    if isinstance(value, dict):
+        return {
+            k: scrub(v)
+            for k, v in value.items()
+            if str(k).lower() not in _SENSITIVE_NAMES and not any(p in str(k).lower() for p in _SENSITIVE_PARTS)
+        }
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    return value
+
+
+class AuditStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def record(
+        self,
+        action: str,
+        *,
+        actor_id: uuid.UUID | None = None,
+        actor_name: str | None = None,
+        target: str | None = None,
+        client_ip: str | None = None,
+        details: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        await self.pool.execute(
+            """INSERT INTO audit_log (actor_id, actor_name, action, target, client_ip, details, request_id)
+               VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)""",
+            actor_id,
+            actor_name,
+            action,
+            target,
+            client_ip,
+            json.dumps(scrub(details or {}), default=str),
+            request_id,
+        )
+
+    async def page(
+        self, *, limit: int, offset: int, action: str | None = None, actor_id: uuid.UUID | None = None
+    ) -> tuple[list[AuditEntry], int]:
+        """Newest first, optionally filtered by action and/or actor."""
+        where = "WHERE ($1::text IS NULL OR action = $1) AND ($2::uuid IS NULL OR actor_id = $2)"
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM audit_log {where} ORDER BY id DESC LIMIT $3 OFFSET $4",
+            action,
+            actor_id,
+            limit,
+            offset,
+        )
+        total = await self.pool.fetchval(f"SELECT count(*) FROM audit_log {where}", action, actor_id)
+        return [AuditEntry.from_row(r) for r in rows], total
