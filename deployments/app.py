@@ -24,7 +24,7 @@ def _runtime_env(env: dict[str, str]) -> dict[str, Any]:
 
 
 def cpu_model_deployment(spec: ModelSpec, env: dict[str, str]) -> Application:
-    return CPUModelServer.options(
+    return CPUModelServer.options(  # type: ignore[attr-defined]  # Serve's decorator makes a Deployment
         name=spec.deployment_name,
         max_ongoing_requests=spec.deployment.max_ongoing_requests,
         max_queued_requests=spec.deployment.max_queued_requests,
@@ -70,6 +70,6 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     settings = get_settings()
     catalog = ModelCatalog.load(Path(env.get("SUTAZAI_MODELS_DIR", settings.models_dir)))
     models = {spec.name: model_deployment(spec, env) for spec in catalog.specs.values()}
-    return Ingress.options(**ingress_options(settings, env)).bind(
+    return Ingress.options(**ingress_options(settings, env)).bind(  # type: ignore[attr-defined]
         models, [spec.model_dump() for spec in catalog.specs.values()]
     )

@@ -25,7 +25,9 @@ logger = logging.getLogger("ray.serve")
 @serve.deployment
 @serve.ingress()
 class Ingress:
-    async def __init__(self, models: dict[str, Any], catalog_specs: list[dict[str, Any]]) -> None:
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
+        self, models: dict[str, Any], catalog_specs: list[dict[str, Any]]
+    ) -> None:
         settings = get_settings()
         catalog = ModelCatalog([ModelSpec.model_validate(s) for s in catalog_specs])
         mcp = await _connect_mcp(settings) if settings.mcp_enabled else None

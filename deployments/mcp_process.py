@@ -270,7 +270,8 @@ class MCPProcess:
             self._status = "restarting"
 
     async def _list_all_tools(self, session: ClientSession) -> list[dict]:
-        tools, cursor = [], None
+        tools: list[dict[str, Any]] = []
+        cursor = None
         for _ in range(100):  # bounded: a server that paginates forever cannot hang the start
             page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
             tools.extend(_tool_dict(t) for t in page.tools)
@@ -431,7 +432,7 @@ class MCPProcess:
         return f"MCP server {self.name!r} is {self._status}, not ready within {timeout:g} s{why}"
 
 
-def get_or_create(name: str, server: ServerConfig, values: dict[str, str], namespace: str = NAMESPACE):
+def get_or_create(name: str, server: ServerConfig, values: dict[str, str], namespace: str = NAMESPACE) -> Any:
     """The named detached actor for a server, created on first use (`get_if_exists` makes it race-free)."""
     options: dict[str, Any] = dict(
         name=actor_name(name),
@@ -447,7 +448,7 @@ def get_or_create(name: str, server: ServerConfig, values: dict[str, str], names
         options["resources"] = server.resources
     if server.node_id:
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(server.node_id, soft=False)
-    return MCPProcess.options(**options).remote(name, server.model_dump(), values)
+    return MCPProcess.options(**options).remote(name, server.model_dump(), values)  # type: ignore[attr-defined]
 
 
 async def connect_gateway(settings: Settings, *, namespace: str = NAMESPACE, timeout_s: float = 30.0) -> MCPGateway:

@@ -59,8 +59,8 @@ class ResponseCache:
             logger.warning("cache write skipped (redis unavailable): %s", exc)
 
     async def stats(self) -> CacheStats:
-        hits, misses = await self.client.mget(HITS, MISSES)
-        hits, misses = int(hits or 0), int(misses or 0)
+        raw_hits, raw_misses = await self.client.mget(HITS, MISSES)
+        hits, misses = int(raw_hits or 0), int(raw_misses or 0)
         entries = 0
         async for _ in self.client.scan_iter(match=f"{PREFIX}*", count=500):
             entries += 1

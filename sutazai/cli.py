@@ -90,9 +90,10 @@ def run(args: argparse.Namespace) -> int:
         settings.port = args.port
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     servers = start_missing(settings.data_dir, settings.database_url, settings.redis_url)
+    database_url, redis_url = servers.urls()
     env = {
-        "DATABASE_URL": servers.database_url,
-        "REDIS_URL": servers.redis_url,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
         "SUTAZAI_DATA_DIR": str(settings.data_dir),
     }
     # Replicas see real URLs and so cannot tell they are embedded: hand them the

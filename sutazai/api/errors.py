@@ -59,7 +59,7 @@ _CODE_OF_STATUS = {
 def status_of(exc: SutazaiError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_OF:
-            return STATUS_OF[cls]  # type: ignore[index]
+            return STATUS_OF[cls]
     return 400
 
 

@@ -11,6 +11,8 @@ import re
 import time
 import uuid
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 logger = logging.getLogger("sutazai.access")
 _SANE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -27,12 +29,13 @@ def _serve_request_id() -> str | None:
 class RequestIdMiddleware:
     """Pure ASGI (not BaseHTTPMiddleware) so streaming responses pass through untouched."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         serve_id = _serve_request_id()
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = serve_id or (incoming if _SANE.match(incoming) else uuid.uuid4().hex)
@@ -40,7 +43,7 @@ class RequestIdMiddleware:
         started = time.perf_counter()
         status = 500
 
-        async def send_with_id(message):
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

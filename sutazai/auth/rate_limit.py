@@ -17,8 +17,9 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -158,6 +159,7 @@ class RateLimiter:
         return f"{self.prefix}{kind}:{bucket}:{window}"
 
     async def _redis_incr(self, keys: list[str], amount: int) -> list[int]:
+        assert self.redis is not None
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
             pipe.incrby(key, amount)
@@ -166,10 +168,13 @@ class RateLimiter:
         return [int(v) for v in results[0::2]]
 
     async def _redis_get(self, keys: list[str]) -> list[int]:
+        assert self.redis is not None
         values = await self.redis.mget(keys)
         return [int(v) if v is not None else 0 for v in values]
 
-    async def _run(self, redis_op, memory_op) -> tuple[list[int], str]:
+    async def _run(
+        self, redis_op: Coroutine[Any, Any, list[int]], memory_op: Callable[[], list[int]]
+    ) -> tuple[list[int], str]:
         if self.redis is None or time.monotonic() < self._redis_down_until:
             redis_op.close()
             return memory_op(), "memory"
@@ -197,4 +202,5 @@ def _decide(limits: list[Limit], counts: list[int], reset_s: int, backend: str, 
             or (worst.allowed == decision.allowed and decision.remaining < worst.remaining)
         ):
             worst = decision
+    assert worst is not None  # limits is never empty here
     return worst

@@ -18,10 +18,10 @@ ADMIN: Role = "admin"
 USER: Role = "user"
 VIEWER: Role = "viewer"
 ROLES = (ADMIN, USER, VIEWER)
-_RANK = {VIEWER: 0, USER: 1, ADMIN: 2}
+_RANK: dict[str, int] = {VIEWER: 0, USER: 1, ADMIN: 2}
 
 # The scope an API key needs to act at a given role level.
-SCOPE_FOR_ROLE = {VIEWER: "read", USER: "write", ADMIN: "admin"}
+SCOPE_FOR_ROLE: dict[str, str] = {VIEWER: "read", USER: "write", ADMIN: "admin"}
 ROLE_FOR_SCOPE = {scope: role for role, scope in SCOPE_FOR_ROLE.items()}
 SCOPES = ("read", "write", "admin")
 DEFAULT_KEY_SCOPES = ("read", "write")  # "admin" must be asked for explicitly

@@ -20,6 +20,7 @@ def resolve_model_path(spec: ModelSpec, data_dir: Path) -> Path:
         if not path.exists():
             raise FileNotFoundError(f"model {spec.name}: {path} does not exist")
         return path
+    assert spec.source.package is not None  # the model file validator wants a path or a package
     package = importlib.import_module(spec.source.package)
     target = data_dir / "models" / f"{spec.name}.gguf"
     if target.exists():

@@ -39,7 +39,7 @@ class _Listing:
     tools: dict[str, dict]
     validators: dict[str, Any] = field(default_factory=dict)
 
-    def validator(self, tool: str):
+    def validator(self, tool: str) -> Any:
         if tool not in self.validators:
             schema = self.tools[tool].get("input_schema") or {"type": "object"}
             cls = jsonschema.validators.validator_for(schema, default=Draft202012Validator)
@@ -175,7 +175,7 @@ class MCPGateway:
     async def shutdown(self) -> None:
         """Stop every server and end its actor (detached actors outlive the app otherwise)."""
 
-        async def one(name: str, actor) -> None:
+        async def one(name: str, actor: Any) -> None:
             try:
                 await asyncio.wait_for(_as_future(actor.stop.remote()), 15)
             except Exception as exc:
@@ -186,7 +186,7 @@ class MCPGateway:
 
     # ---- helpers --------------------------------------------------------
 
-    def _actor(self, name: str):
+    def _actor(self, name: str) -> Any:
         if name not in self.config.mcp_servers:
             known = ", ".join(sorted(self.config.mcp_servers)) or "none"
             raise NotFound(f"MCP server {name!r} not found (servers: {known})")
@@ -234,7 +234,7 @@ class MCPGateway:
             details=details,
         )
 
-    async def _ask(self, name: str, ref, timeout: float):
+    async def _ask(self, name: str, ref: Any, timeout: float) -> Any:
         """Await an actor call, turning a down server, a dead actor or a timeout into a 503."""
         try:
             async with asyncio.timeout(timeout):  # cheaper than wait_for: no extra task per call
@@ -252,7 +252,7 @@ class MCPGateway:
         raise Unavailable(message, self.settings.retry_after_s)
 
 
-def _as_future(ref) -> asyncio.Future:
+def _as_future(ref: Any) -> asyncio.Future[Any]:
     """An ObjectRef as an asyncio future (so wait_for can cancel our wait, not the actor's work)."""
     return asyncio.wrap_future(ref.future())
 

@@ -91,5 +91,7 @@ class EngineError(Exception):
         self.code = code
         self.message = message
 
-    def __reduce__(self):  # keep code/message when Ray pickles it across processes
+    def __reduce__(
+        self,
+    ) -> tuple[type[EngineError], tuple[str, str]]:  # keep code/message when Ray pickles it across processes
         return (EngineError, (self.code, self.message))

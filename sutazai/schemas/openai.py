@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -57,7 +57,7 @@ class _SamplingFields(_Lenient):
 
     @field_validator("stop")
     @classmethod
-    def _stops(cls, value):
+    def _stops(cls, value: str | list[str] | None) -> list[str]:
         if value is None:
             return []
         value = [value] if isinstance(value, str) else value
@@ -80,7 +80,7 @@ class ChatCompletionRequest(_SamplingFields):
 
     @field_validator("tools")
     @classmethod
-    def _no_tools(cls, value):
+    def _no_tools(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
         if value:
             raise ValueError("tool calling is not served on this endpoint yet")
         return value
@@ -92,7 +92,7 @@ class CompletionRequest(_SamplingFields):
 
     @field_validator("prompt")
     @classmethod
-    def _prompts(cls, value):
+    def _prompts(cls, value: str | list[str]) -> str | list[str]:
         prompts = [value] if isinstance(value, str) else value
         if not prompts or len(prompts) > 64 or any(not p for p in prompts):
             raise ValueError("prompt must be a non-empty string or 1-64 non-empty strings")
