@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sutazai.settings import Settings, get_settings
@@ -143,32 +144,36 @@ def _read_password(args: argparse.Namespace) -> str:
     return sys.stdin.readline().rstrip("\n") if args.password_stdin else prompt_password()
 
 
-def create_user(args: argparse.Namespace) -> int:
-    """Create a user (e.g. the first admin) in the configured database."""
+def _account_command(action: Callable[[], object], done: str) -> int:
     from sutazai.auth.cli import CLIError
-    from sutazai.auth.cli import create_user as create
 
     try:
-        create(get_settings(), args.username, _read_password(args), args.role)
+        action()
     except CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"created {args.role} {args.username}")
+    print(done)
     return 0
+
+
+def create_user(args: argparse.Namespace) -> int:
+    """Create a user (e.g. the first admin) in the configured database."""
+    from sutazai.auth import cli
+
+    return _account_command(
+        lambda: cli.create_user(get_settings(), args.username, _read_password(args), args.role),
+        f"created {args.role} {args.username}",
+    )
 
 
 def set_password(args: argparse.Namespace) -> int:
     """Reset a user's password (and end their sessions): the way back in when it is lost."""
-    from sutazai.auth.cli import CLIError
-    from sutazai.auth.cli import set_password as reset
+    from sutazai.auth import cli
 
-    try:
-        reset(get_settings(), args.username, _read_password(args))
-    except CLIError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"password of {args.username} changed; their sessions are ended")
-    return 0
+    return _account_command(
+        lambda: cli.set_password(get_settings(), args.username, _read_password(args)),
+        f"password of {args.username} changed; their sessions are ended",
+    )
 
 
 def stop(_: argparse.Namespace) -> int:

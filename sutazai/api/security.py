@@ -61,24 +61,16 @@ class BodyTooLarge(StarletteHTTPException):
 
 
 class SecurityMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_limits: dict[str, int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        # path prefix -> limit, longest prefix first (e.g. a larger limit for document uploads)
-        self.body_limits = sorted((body_limits or {}).items(), key=lambda item: -len(item[0]))
-
-    def limit_for(self, path: str) -> int:
-        for prefix, limit in self.body_limits:
-            if path.startswith(prefix):
-                return limit
-        return self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})  # the same dict request.state writes into
-        limit = self.limit_for(scope["path"])
+        limit = self.max_body_bytes
         https = scope.get("scheme") == "https"
         started = False
 
@@ -158,13 +150,9 @@ def _add_headers(headers: MutableHeaders, state: dict, https: bool) -> None:
                     headers[name] = value
 
 
-def install_security(app: FastAPI, settings: Settings, *, body_limits: dict[str, int] | None = None) -> None:
-    """Add CORS and SecurityMiddleware; call before the app starts serving.
-
-    `body_limits` maps path prefixes to a different body limit than
-    `settings.max_body_bytes` (e.g. {"/api/v1/documents": 50 * 2**20}).
-    """
-    app.add_middleware(SecurityMiddleware, max_body_bytes=settings.max_body_bytes, body_limits=body_limits)
+def install_security(app: FastAPI, settings: Settings) -> None:
+    """Add CORS and SecurityMiddleware; call before the app starts serving."""
+    app.add_middleware(SecurityMiddleware, max_body_bytes=settings.max_body_bytes)
     origins = list(settings.cors_origins)
     if not origins:
         return  # added last = outermost, so even 413/429 answers carry CORS headers

@@ -32,6 +32,7 @@ WINDOW_S = 60
 REQUESTS = "req"
 TOKENS = "tok"
 LOGIN = "login"
+RETRY_REDIS_AFTER_S = 5.0  # after a Redis failure, count in memory this long before trying it again
 
 
 @dataclass(frozen=True)
@@ -109,13 +110,11 @@ class RateLimiter:
         *,
         prefix: str = "sutazai:rl:",
         timeout_s: float = 0.5,
-        retry_redis_after_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.timeout_s = timeout_s
-        self.retry_redis_after_s = retry_redis_after_s
         self.memory = MemoryCounters()
         self._clock = clock
         self._redis_down_until = 0.0
@@ -181,11 +180,11 @@ class RateLimiter:
         try:
             return await asyncio.wait_for(redis_op, self.timeout_s), "redis"
         except (TimeoutError, RedisError, OSError) as exc:
-            self._redis_down_until = time.monotonic() + self.retry_redis_after_s
+            self._redis_down_until = time.monotonic() + RETRY_REDIS_AFTER_S
             logger.warning(
                 "rate limiter: Redis unavailable (%s); counting in this replica's memory for %.0fs",
                 type(exc).__name__,
-                self.retry_redis_after_s,
+                RETRY_REDIS_AFTER_S,
             )
             return memory_op(), "memory"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from jinja2 import StrictUndefined
 from jinja2.exceptions import TemplateError
@@ -23,10 +23,11 @@ class ChatTemplate:
         self._bos = bos_token
         self._eos = eos_token
 
-    def render(self, messages: list[dict], *, add_generation_prompt: bool = True) -> str:
+    def render(self, messages: list[dict[str, Any]]) -> str:
+        """The prompt, ending where the assistant's answer starts."""
         return self._template.render(
             messages=messages,
-            add_generation_prompt=add_generation_prompt,
+            add_generation_prompt=True,
             bos_token=self._bos,
             eos_token=self._eos,
         )

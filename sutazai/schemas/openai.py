@@ -163,16 +163,16 @@ class CompletionChoice(BaseModel):
     logprobs: None = None
 
 
-class CompletionResponse(_Response):
-    object: Literal["text_completion"] = "text_completion"
-    choices: list[CompletionChoice]
-    usage: Usage
-
-
 class CompletionChunk(_Response):
     object: Literal["text_completion"] = "text_completion"
     choices: list[CompletionChoice]
     usage: Usage | None = None
+
+
+class CompletionResponse(CompletionChunk):
+    """The whole completion: OpenAI sends the same object as its stream chunks, with usage."""
+
+    usage: Usage
 
 
 class ModelCard(BaseModel):

@@ -135,7 +135,7 @@ def test_batch_refuses_an_empty_list(api):
 def test_conversations_list_and_delete(api):
     cid = api.post("/api/v1/chat", json={"message": "hello", "max_tokens": 4}).json()["conversation_id"]
     listed = api.get("/api/v1/conversations", params={"limit": 100}).json()
-    assert cid in [c["id"] for c in listed["conversations"]]
+    assert cid in [c["id"] for c in listed["items"]]
     assert api.delete(f"/api/v1/conversations/{cid}").status_code == 204
     assert api.get(f"/api/v1/conversations/{cid}").status_code == 404
     assert api.delete(f"/api/v1/conversations/{cid}").status_code == 404

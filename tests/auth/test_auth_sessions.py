@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import timedelta
 
 from sutazai.storage.users import UserStore
-from tests.auth.helpers import PASSWORD, assert_401, bearer, login
+from tests.auth.helpers import PASSWORD, assert_401, bearer, build_app, login, make_settings
 
 
 async def audit_rows(pool, action: str, **where):
@@ -161,3 +163,19 @@ async def test_unknown_fields_in_the_login_body_are_rejected(client, new_user):
         "/api/v1/auth/login", json={"username": user.username, "password": PASSWORD, "role": "admin"}
     )
     assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
+
+
+async def test_a_replica_purges_refresh_tokens_long_expired(database_url, pool, new_user):
+    user = await new_user("user")
+    old, fresh = uuid.uuid4(), uuid.uuid4()
+    await pool.executemany(
+        "INSERT INTO refresh_tokens (jti, family_id, user_id, expires_at) VALUES ($1, $1, $2, now() + $3)",
+        [(old, user.id, timedelta(days=-2)), (fresh, user.id, timedelta(days=1))],
+    )
+    async with build_app(make_settings(database_url, purge_interval_s=0.05)):
+        for _ in range(100):
+            if not await pool.fetchval("SELECT count(*) FROM refresh_tokens WHERE jti = $1", old):
+                break
+            await asyncio.sleep(0.05)
+    remaining = {r["jti"] for r in await pool.fetch("SELECT jti FROM refresh_tokens WHERE jti = ANY($1)", [old, fresh])}
+    assert remaining == {fresh}

@@ -1,4 +1,4 @@
--- Authentication and authorisation (issue 3): users, refresh-token families,
+-- Authentication and authorisation: users, refresh-token families,
 -- API keys, the audit log, and per-user ownership of conversations.
 
 CREATE TABLE users (
