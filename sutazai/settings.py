@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     refresh_token_ttl_s: int = 14 * 24 * 3600
     admin_username: str = "admin"
     admin_password: SecretStr | None = None
+    # Secrets as files (a mounted Kubernetes secret, a 0600 file): read at start, so the value
+    # never sits in `ray start` environments or the Serve config Ray stores.
+    jwt_secret_file: Path | None = None
+    admin_password_file: Path | None = None
     cors_origins: list[str] = []
     rate_limit_requests_per_minute: dict[str, int] = {"admin": 600, "user": 120, "viewer": 60}
     rate_limit_tokens_per_minute: dict[str, int] = {"admin": 200_000, "user": 40_000, "viewer": 10_000}
@@ -86,6 +90,17 @@ class Settings(BaseSettings):
     retry_after_s: int = 2
     # How often each ingress replica deletes refresh tokens past their expiry.
     purge_interval_s: float = 3600.0
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Settings:
+        for name in ("jwt_secret", "admin_password"):
+            path = getattr(self, f"{name}_file")
+            if path is not None and getattr(self, name) is None:
+                value = Path(path).read_text().strip()
+                if not value:
+                    raise ValueError(f"{path} ({name}_file) is empty")
+                setattr(self, name, SecretStr(value))
+        return self
 
     @property
     def embedded(self) -> bool:

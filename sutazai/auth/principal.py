@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sutazai.auth.rate_limit import Limit
-from sutazai.auth.roles import ROLE_FOR_SCOPE, SCOPE_FOR_ROLE, Role, at_least
+from sutazai.auth.roles import ROLE_FOR_SCOPE, SCOPE_FOR_ROLE, VIEWER, Role, at_least, rank
 from sutazai.settings import Settings
 
 AuthMethod = Literal["jwt", "api_key"]
@@ -39,6 +39,14 @@ class Principal:
         if not any(at_least(ROLE_FOR_SCOPE[s], required) for s in self.scopes if s in ROLE_FOR_SCOPE):
             return f"this API key lacks the {SCOPE_FOR_ROLE[required]!r} scope"
         return None
+
+    @property
+    def effective_role(self) -> Role:
+        """The role this credential acts with: the user's role, lowered to the highest scope
+        of an API key (an admin's read/write key acts as a user)."""
+        granted = [ROLE_FOR_SCOPE[s] for s in self.scopes if s in ROLE_FOR_SCOPE]
+        best = max(granted, key=rank, default=VIEWER)
+        return self.role if rank(self.role) <= rank(best) else best
 
     def owns(self, owner_id: uuid.UUID | None) -> bool:
         """Resource ownership: only the owner sees its conversations, tasks, documents, keys."""

@@ -22,7 +22,7 @@ _RANK: dict[str, int] = {VIEWER: 0, USER: 1, ADMIN: 2}
 
 # The scope an API key needs to act at a given role level.
 SCOPE_FOR_ROLE: dict[str, str] = {VIEWER: "read", USER: "write", ADMIN: "admin"}
-ROLE_FOR_SCOPE = {scope: role for role, scope in SCOPE_FOR_ROLE.items()}
+ROLE_FOR_SCOPE: dict[str, Role] = {"read": VIEWER, "write": USER, "admin": ADMIN}
 SCOPES = ("read", "write", "admin")
 DEFAULT_KEY_SCOPES = ("read", "write")  # "admin" must be asked for explicitly
 

@@ -7,6 +7,7 @@ import secrets
 
 import httpx
 import pytest_asyncio
+from pydantic import SecretStr
 
 from sutazai.settings import Settings
 from tests.helpers import REDIS_URL, app_for, client_for, fresh_database, signed_in
@@ -16,7 +17,11 @@ PASSWORD = secrets.token_urlsafe(16)
 
 def app_settings(database_url: str, mcp_settings: Settings) -> Settings:
     return mcp_settings.model_copy(
-        update={"database_url": database_url, "redis_url": REDIS_URL, "jwt_secret": secrets.token_urlsafe(48)}
+        update={
+            "database_url": database_url,
+            "redis_url": REDIS_URL,
+            "jwt_secret": SecretStr(secrets.token_urlsafe(48)),
+        }
     )
 
 
