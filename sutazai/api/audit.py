@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from sutazai.api.deps import AdminDep, PageDep, ServicesDep
-from sutazai.schemas.common import Page
+from sutazai.schemas.common import Page, Text
 from sutazai.storage.audit import AuditEntry
 
 router = APIRouter(prefix="/api/v1/audit", tags=["admin"])
@@ -19,7 +19,9 @@ async def list_audit(
     caller: AdminDep,
     services: ServicesDep,
     page: PageDep,
-    action: Annotated[str | None, Query(max_length=100, description="only this action, e.g. auth.login_failed")] = None,
+    action: Annotated[
+        Text | None, Query(max_length=100, description="only this action, e.g. auth.login_failed")
+    ] = None,
     actor_id: uuid.UUID | None = None,
 ) -> Page[AuditEntry]:
     items, total = await services.audit.page(limit=page.limit, offset=page.offset, action=action, actor_id=actor_id)

@@ -28,10 +28,11 @@ from sutazai.auth.principal import Principal
 from sutazai.auth.rate_limit import REQUESTS, TOKENS, rate_limited
 from sutazai.auth.roles import ROLES, rank
 from sutazai.errors import Forbidden
+from sutazai.schemas.common import INT32_MAX
 from sutazai.schemas.engine import Usage
 from sutazai.services import Services
 
-MAX_OFFSET = 2**31 - 1
+MAX_OFFSET = INT32_MAX
 
 bearer_scheme = HTTPBearer(
     auto_error=False,

@@ -15,12 +15,15 @@ import asyncio
 import codecs
 import logging
 import random
+import re
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
+from jinja2.exceptions import TemplateError
 
 from sutazai.catalog import ModelSpec
 from sutazai.engines.prompts import ChatTemplate
@@ -33,6 +36,24 @@ from sutazai.schemas.engine import (
 )
 
 logger = logging.getLogger("sutazai.engine.llama_cpp")
+
+MAX_CHARS_PER_TOKEN = 8  # no tokenizer packs more characters into one token of ordinary text
+_MARK = re.compile("\x00(\\d+)\x00")
+
+
+def _drop_oldest(messages: list[dict[str, Any]], sizes: list[int], budget: int) -> list[dict[str, Any]]:
+    """The messages without their oldest droppable turns, until the sizes fit `budget`
+    (the system prompt and the last message always stay)."""
+    total = sum(sizes)
+    keep = [True] * len(messages)
+    for i, message in enumerate(messages[:-1]):
+        if total <= budget:
+            break
+        if message["role"] != "system":
+            keep[i] = False
+            total -= sizes[i]
+    return [m for m, k in zip(messages, keep, strict=True) if k]
+
 
 _END = object()
 
@@ -80,6 +101,7 @@ class LlamaCppEngine:
         )
         self.chat_stop = list(spec.chat_stop)
         self.n_ctx = spec.context_length
+        self._special_template = self._template_uses_special_tokens()
 
     @property
     def slots(self) -> int:
@@ -92,25 +114,66 @@ class LlamaCppEngine:
     def _piece(self, token: int) -> str:
         return self._vocab_owner.detokenize([token], special=True).decode("utf-8", errors="replace")
 
-    def tokenize(self, text: str) -> list[int]:
-        return self._vocab_owner.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+    def tokenize(self, text: str, *, bos: bool = True, special: bool = False) -> list[int]:
+        """User text is tokenized with `special=False`: typing "<start_of_turn>" must not forge a turn."""
+        return self._vocab_owner.tokenize(text.encode("utf-8"), add_bos=bos, special=special)
+
+    def _template_uses_special_tokens(self) -> bool:
+        try:
+            skeleton = self.template.render([{"role": "user", "content": ""}, {"role": "assistant", "content": ""}])
+        except TemplateError:
+            return True  # a template with rules: take the path that never lets text become special tokens
+        return self.tokenize(skeleton, special=True) != self.tokenize(skeleton)
+
+    def render_tokens(self, messages: list[dict[str, Any]]) -> list[int]:
+        """The chat prompt's tokens: the template's own markers as special tokens, the messages' text never."""
+        if not self._special_template:
+            return self.tokenize(self.template.render(messages))
+        marks = [f"\x00{i}\x00" for i in range(len(messages))]  # NUL never occurs in validated text
+        rendered = self.template.render([m | {"content": mark} for m, mark in zip(messages, marks, strict=True)])
+        pieces = _MARK.split(rendered)  # template, index, template, index, ..., template
+        if sorted(int(i) for i in pieces[1::2]) != list(range(len(messages))):
+            # The template changed the text it was given: neutralise special tokens in the whole prompt.
+            return self.tokenize(self.template.render(messages))
+        tokens = self.tokenize(pieces[0], special=True)
+        for index, text in zip(pieces[1::2], pieces[2::2], strict=True):
+            tokens += self.tokenize(messages[int(index)]["content"], bos=False)
+            tokens += self.tokenize(text, bos=False, special=True)
+        return tokens
 
     def prepare(self, request: GenerationRequest) -> tuple[list[int], int, list[str]]:
-        """Prompt tokens, the max_tokens that fit, and stop strings for a request."""
+        """Prompt tokens, the max_tokens that fit, and stop strings for a request.
+
+        Runs in a worker thread (it tokenizes up to a whole request body). A history too
+        long for the context loses its oldest turns (never the system prompt or the last
+        message): first by characters (cheap, bounds the work), then by each message's
+        token count, measured once; the prompt is rendered again only after dropping.
+        """
+        try:
+            return self._prepare(request)
+        except TemplateError as exc:  # e.g. a chat template that refuses the order of roles
+            raise EngineError("invalid_messages", f"the model's chat template refused the messages: {exc}") from None
+
+    def _prepare(self, request: GenerationRequest) -> tuple[list[int], int, list[str]]:
         stops = list(request.stop)
-        if request.messages is not None:
+        if request.messages is None:
+            tokens = self.tokenize(request.prompt or "")
+        else:
             stops += [s for s in self.chat_stop if s not in stops]
             messages = [m.model_dump() for m in request.messages]
-            tokens = self.tokenize(self.template.render(messages))
-            # Drop the oldest turns (never the system prompt or the last message) until it fits.
-            while len(tokens) + request.max_tokens > self.n_ctx:
-                droppable = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
-                if not droppable:
+            budget = self.n_ctx - request.max_tokens
+            messages = _drop_oldest(messages, [len(m["content"]) for m in messages], budget * MAX_CHARS_PER_TOKEN)
+            tokens = self.render_tokens(messages)
+            for _ in range(3):  # the per-message estimate is close; a second pass is rare
+                if len(tokens) <= budget:
                     break
-                del messages[droppable[0]]
-                tokens = self.tokenize(self.template.render(messages))
-        else:
-            tokens = self.tokenize(request.prompt or "")
+                counts = [len(self.tokenize(m["content"], bos=False)) for m in messages]
+                overhead = max(0, len(tokens) - sum(counts)) // max(1, len(messages))
+                kept = _drop_oldest(messages, [c + overhead for c in counts], budget)
+                if len(kept) == len(messages):
+                    break
+                messages = kept
+                tokens = self.render_tokens(messages)
         room = self.n_ctx - len(tokens)
         if room < 1:
             raise EngineError(
@@ -171,7 +234,7 @@ class LlamaCppEngine:
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Yields text chunks as they decode, then a final chunk with finish_reason and usage."""
-        prompt, max_tokens, stops = self.prepare(request)
+        prompt, max_tokens, stops = await asyncio.to_thread(self.prepare, request)
         llama = await self._slots.get()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()

@@ -7,10 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sutazai.schemas.common import INT32_MAX, MAX_STOP, MAX_TEXT, Text
 from sutazai.schemas.engine import FinishReason, Usage
 from sutazai.storage.conversations import Conversation, StoredMessage
-
-MAX_TEXT = 32_000
 
 
 class _Request(BaseModel):
@@ -23,25 +22,25 @@ class Sampling(_Request):
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    stop: list[str] = Field(default_factory=list, max_length=4)
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    stop: list[Annotated[Text, Field(min_length=1, max_length=MAX_STOP)]] = Field(default_factory=list, max_length=4)
+    seed: int | None = Field(default=None, ge=0, le=INT32_MAX)
 
 
 class ChatRequest(Sampling):
-    message: str = Field(min_length=1, max_length=MAX_TEXT)
+    message: Text = Field(min_length=1, max_length=MAX_TEXT)
     conversation_id: uuid.UUID | None = None
-    model: str | None = Field(default=None, max_length=64)
-    system_prompt: str | None = Field(default=None, max_length=MAX_TEXT)
+    model: Text | None = Field(default=None, max_length=64)
+    system_prompt: Text | None = Field(default=None, max_length=MAX_TEXT)
 
 
 class GenerateRequest(Sampling):
-    prompt: str = Field(min_length=1, max_length=MAX_TEXT)
-    model: str | None = Field(default=None, max_length=64)
+    prompt: Text = Field(min_length=1, max_length=MAX_TEXT)
+    model: Text | None = Field(default=None, max_length=64)
 
 
 class BatchRequest(Sampling):
-    prompts: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]] = Field(min_length=1, max_length=256)
-    model: str | None = Field(default=None, max_length=64)
+    prompts: list[Annotated[Text, Field(min_length=1, max_length=MAX_TEXT)]] = Field(min_length=1, max_length=256)
+    model: Text | None = Field(default=None, max_length=64)
 
 
 class MessageOut(BaseModel):

@@ -10,11 +10,12 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
 from sutazai.auth import passwords
 from sutazai.auth.accounts import USERNAME_PATTERN
 from sutazai.auth.roles import Role, Scope
+from sutazai.schemas.common import INT32_MAX, SecretText, Text
 from sutazai.storage.api_keys import ApiKey
 
 
@@ -26,12 +27,12 @@ class _In(BaseModel):
 
 
 class LoginRequest(_In):
-    username: str = Field(min_length=1, max_length=64)
-    password: SecretStr = Field(max_length=passwords.MAX_LENGTH)
+    username: Text = Field(min_length=1, max_length=64)
+    password: SecretText = Field(max_length=passwords.MAX_LENGTH)
 
 
 class RefreshRequest(_In):
-    refresh_token: str = Field(min_length=1, max_length=4096)
+    refresh_token: Text = Field(min_length=1, max_length=4096)
 
 
 class TokenPair(BaseModel):
@@ -55,11 +56,13 @@ class Me(BaseModel):
 
 
 class CreateKeyRequest(_In):
-    name: str = Field(min_length=1, max_length=100)
+    name: Text = Field(min_length=1, max_length=100)
     scopes: list[Scope] | None = Field(default=None, description='default ["read", "write"] within your role')
     expires_at: datetime | None = None
-    requests_per_minute: int | None = Field(default=None, gt=0, description="narrows your role's limit for this key")
-    tokens_per_minute: int | None = Field(default=None, gt=0)
+    requests_per_minute: int | None = Field(
+        default=None, gt=0, le=INT32_MAX, description="narrows your role's limit for this key"
+    )
+    tokens_per_minute: int | None = Field(default=None, gt=0, le=INT32_MAX)
 
 
 class CreatedKey(ApiKey):
@@ -71,11 +74,11 @@ class CreatedKey(ApiKey):
 
 class CreateUserRequest(_In):
     username: str = Field(pattern=USERNAME_PATTERN)
-    password: SecretStr = Field(max_length=passwords.MAX_LENGTH)
+    password: SecretText = Field(max_length=passwords.MAX_LENGTH)
     role: Role = "user"
 
 
 class UpdateUserRequest(_In):
     role: Role | None = None
     disabled: bool | None = None
-    password: SecretStr | None = Field(default=None, max_length=passwords.MAX_LENGTH)
+    password: SecretText | None = Field(default=None, max_length=passwords.MAX_LENGTH)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sutazai.schemas.common import INT32_MAX, MAX_STOP, MAX_TEXT, Text, clean_text
 from sutazai.schemas.engine import Usage
 
 
@@ -24,9 +25,10 @@ class _Lenient(BaseModel):
 
 class OpenAIMessage(_Lenient):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict] | None = None
+    content: Text | list[dict[str, Any]] | None = None
 
     def text(self) -> str:
+        """The message's text; content parts other than text are refused (ValueError)."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
@@ -35,7 +37,7 @@ class OpenAIMessage(_Lenient):
         for part in self.content:
             if part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise ValueError("only text content parts are supported")
-            parts.append(part["text"])
+            parts.append(clean_text(part["text"]))
         return "".join(parts)
 
 
@@ -44,16 +46,16 @@ class StreamOptions(_Lenient):
 
 
 class _SamplingFields(_Lenient):
-    model: str = Field(min_length=1, max_length=64)
+    model: Text = Field(min_length=1, max_length=64)
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     stop: str | list[str] | None = Field(default_factory=list)
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    seed: int | None = Field(default=None, ge=0, le=INT32_MAX)
     n: int = Field(default=1, ge=1, le=1, description="only n=1 is served")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: Text | None = Field(default=None, max_length=256)
 
     @field_validator("stop")
     @classmethod
@@ -63,7 +65,9 @@ class _SamplingFields(_Lenient):
         value = [value] if isinstance(value, str) else value
         if len(value) > 4:
             raise ValueError("at most 4 stop sequences")
-        return value
+        if any(not 0 < len(stop) <= MAX_STOP for stop in value):
+            raise ValueError(f"each stop sequence must have 1-{MAX_STOP} characters")
+        return [clean_text(stop) for stop in value]
 
 
 class ChatCompletionRequest(_SamplingFields):
@@ -96,6 +100,10 @@ class CompletionRequest(_SamplingFields):
         prompts = [value] if isinstance(value, str) else value
         if not prompts or len(prompts) > 64 or any(not p for p in prompts):
             raise ValueError("prompt must be a non-empty string or 1-64 non-empty strings")
+        if any(len(p) > MAX_TEXT for p in prompts):
+            raise ValueError(f"each prompt may have at most {MAX_TEXT} characters")
+        for p in prompts:
+            clean_text(p)
         return value
 
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sutazai.schemas.common import Text
+
 
 class Liveness(BaseModel):
     status: Literal["ok"] = "ok"
@@ -70,7 +72,7 @@ class CacheStats(BaseModel):
 class CacheInvalidateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str | None = Field(default=None, max_length=64)
+    model: Text | None = Field(default=None, max_length=64)
 
 
 class CacheInvalidated(BaseModel):
