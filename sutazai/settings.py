@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     jwt_algorithm: str = "HS256"
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 14 * 24 * 3600
+    session_max_s: int = 30 * 24 * 3600  # a login session ends this long after login, refreshed or not
     admin_username: str = "admin"
     admin_password: SecretStr | None = None
     # Secrets as files (a mounted Kubernetes secret, a 0600 file): read at start, so the value
@@ -77,9 +78,12 @@ class Settings(BaseSettings):
     jwt_secret_file: Path | None = None
     admin_password_file: Path | None = None
     cors_origins: list[str] = []
+    # /docs, /redoc and /openapi.json; unset: on in the embedded default, off elsewhere.
+    docs_enabled: bool | None = None
     rate_limit_requests_per_minute: dict[str, int] = {"admin": 600, "user": 120, "viewer": 60}
     rate_limit_tokens_per_minute: dict[str, int] = {"admin": 200_000, "user": 40_000, "viewer": 10_000}
     login_attempts_per_minute: int = 10
+    max_api_keys_per_user: int = 50  # unrevoked, unexpired keys
 
     # MCP servers: the `mcpServers` JSON that desktop clients use.
     mcp_config: Path = PROJECT_ROOT / "cluster" / "mcp" / "servers.json"

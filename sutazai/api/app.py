@@ -16,11 +16,20 @@ ROUTERS = (system, sessions, keys, users, audit, chat, conversations, cache, ope
 
 def create_app(services: Services) -> FastAPI:
     """The app for one replica's services (built by `sutazai.services.build_services`)."""
-    app = FastAPI(title="SutazAI", version=__version__, description="Self-hosted AI serving backend on Ray Serve.")
+    settings = services.settings
+    docs = settings.docs_enabled if settings.docs_enabled is not None else settings.embedded
+    app = FastAPI(
+        title="SutazAI",
+        version=__version__,
+        description="Self-hosted AI serving backend on Ray Serve.",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.services = services  # read only by sutazai.api.deps
     install_error_handlers(app)
     for module in ROUTERS:
         app.include_router(module.router)
-    install_security(app, services.settings)
+    install_security(app, settings)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer (even a 413) has an id
     return app

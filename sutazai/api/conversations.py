@@ -22,11 +22,14 @@ async def list_conversations(caller: ViewerDep, services: ServicesDep, page: Pag
 
 
 @router.get("/{conversation_id}", response_model=ConversationDetail)
-async def get_conversation(conversation_id: uuid.UUID, caller: ViewerDep, services: ServicesDep) -> ConversationDetail:
+async def get_conversation(
+    conversation_id: uuid.UUID, caller: ViewerDep, services: ServicesDep, page: PageDep
+) -> ConversationDetail:
+    """The conversation with one page of its messages (oldest first; `message_count` has them all)."""
     conversation = await services.conversations.get(conversation_id, caller.user_id)
     if conversation is None:
         raise NotFound.of("conversation")
-    messages = await services.conversations.messages(conversation_id)
+    messages = await services.conversations.messages(conversation_id, limit=page.limit, offset=page.offset)
     return ConversationDetail(**conversation.model_dump(), messages=messages)
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 from sutazai.api.deps import AuditDep, PageDep, ServicesDep, ViewerDep
 from sutazai.auth import api_keys
 from sutazai.auth.principal import JWT
-from sutazai.errors import Forbidden, InvalidInput, NotFound
+from sutazai.errors import Conflict, Forbidden, InvalidInput, NotFound
 from sutazai.schemas.auth import CreatedKey, CreateKeyRequest
 from sutazai.schemas.common import Page
 from sutazai.storage.api_keys import ApiKey
@@ -29,6 +29,9 @@ async def create_key(body: CreateKeyRequest, caller: ViewerDep, services: Servic
             expires_at = expires_at.replace(tzinfo=UTC)
         if expires_at <= datetime.now(UTC):
             raise InvalidInput("expires_at must be in the future")
+    limit = services.settings.max_api_keys_per_user
+    if await services.api_keys.count_usable(caller.user_id) >= limit:
+        raise Conflict(f"you have {limit} usable API keys, the most allowed: revoke one first", code="too_many_keys")
     plaintext = api_keys.generate()
     key = await services.api_keys.create(
         user_id=caller.user_id,

@@ -96,7 +96,11 @@ async def refresh_tokens(body: RefreshRequest, services: ServicesDep, audit: Aud
         raise InvalidToken("account disabled or removed")
     pair, new_claims = _issue_pair(services, user, claims.family_id)
     rotation = await services.sessions.rotate(
-        old_jti=claims.jti, user_id=user.id, new_jti=new_claims.jti, new_expires_at=new_claims.expires_at
+        old_jti=claims.jti,
+        user_id=user.id,
+        new_jti=new_claims.jti,
+        new_expires_at=new_claims.expires_at,
+        session_max_s=services.settings.session_max_s,
     )
     if rotation.outcome is Outcome.REUSED:
         logger.warning("refresh token reuse user_id=%s session=%s: session revoked", user.id, rotation.family_id)

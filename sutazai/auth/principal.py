@@ -34,11 +34,11 @@ class Principal:
 
     def denial(self, required: str) -> str | None:
         """Why this principal may not act at the `required` role level, or None if it may."""
+        if at_least(self.effective_role, required):
+            return None
         if not at_least(self.role, required):
             return f"requires role {required} (you are {self.role})"
-        if not any(at_least(ROLE_FOR_SCOPE[s], required) for s in self.scopes if s in ROLE_FOR_SCOPE):
-            return f"this API key lacks the {SCOPE_FOR_ROLE[required]!r} scope"
-        return None
+        return f"this API key lacks the {SCOPE_FOR_ROLE[required]!r} scope"
 
     @property
     def effective_role(self) -> Role:

@@ -6,7 +6,7 @@ or not-yet-valid token, or a token of the other type all end in the same 401.
 Only HMAC algorithms are supported (one shared secret from settings).
 
 Claims: sub (user id), role, type ("access" | "refresh"), jti (token id),
-fam (refresh-token family = login session), iss, iat, nbf, exp.
+fam (refresh-token family = login session), iss, aud, iat, nbf, exp.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from sutazai.settings import Settings
 ACCESS = "access"
 REFRESH = "refresh"
 ISSUER = "sutazai"
+AUDIENCE = "sutazai-api"  # a token of another service with the same secret is not ours
 SUPPORTED_ALGORITHMS = ("HS256", "HS384", "HS512")
-REQUIRED_CLAIMS = ["sub", "role", "type", "jti", "fam", "iss", "iat", "nbf", "exp"]
+REQUIRED_CLAIMS = ["sub", "role", "type", "jti", "fam", "iss", "aud", "iat", "nbf", "exp"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class TokenSigner:
             "jti": str(claims.jti),
             "fam": str(family_id),
             "iss": ISSUER,
+            "aud": AUDIENCE,
             "iat": now,
             "nbf": now,
             "exp": claims.expires_at,
@@ -121,6 +123,7 @@ class TokenSigner:
                 self._secret,
                 algorithms=[self.algorithm],
                 issuer=ISSUER,
+                audience=AUDIENCE,
                 leeway=self.leeway_s,
                 options={"require": REQUIRED_CLAIMS, "verify_signature": True},
             )

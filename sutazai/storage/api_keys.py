@@ -100,6 +100,13 @@ class ApiKeyStore:
         total = await self.pool.fetchval("SELECT count(*) FROM api_keys WHERE user_id = $1", user_id)
         return [ApiKey.from_row(r) for r in rows], total
 
+    async def count_usable(self, user_id: uuid.UUID) -> int:
+        return await self.pool.fetchval(
+            "SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL "
+            "AND (expires_at IS NULL OR expires_at > now())",
+            user_id,
+        )
+
     async def get(self, key_id: uuid.UUID) -> ApiKey | None:
         row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM api_keys WHERE id = $1", key_id)
         return ApiKey.from_row(row) if row else None

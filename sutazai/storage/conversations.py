@@ -73,10 +73,14 @@ class ConversationStore:
         )
         return [StoredMessage.from_row(r) for r in rows]
 
-    async def messages(self, conversation_id: uuid.UUID) -> list[StoredMessage]:
+    async def messages(self, conversation_id: uuid.UUID, *, limit: int, offset: int) -> list[StoredMessage]:
+        """One page of the messages, oldest first."""
         rows = await self.pool.fetch(
-            "SELECT role, content, tokens, created_at FROM messages WHERE conversation_id = $1 ORDER BY id",
+            "SELECT role, content, tokens, created_at FROM messages WHERE conversation_id = $1 "
+            "ORDER BY id LIMIT $2 OFFSET $3",
             conversation_id,
+            limit,
+            offset,
         )
         return [StoredMessage.from_row(r) for r in rows]
 

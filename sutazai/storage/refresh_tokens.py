@@ -58,12 +58,19 @@ class RefreshTokenStore:
         )
 
     async def rotate(
-        self, *, old_jti: uuid.UUID, user_id: uuid.UUID, new_jti: uuid.UUID, new_expires_at: int
+        self,
+        *,
+        old_jti: uuid.UUID,
+        user_id: uuid.UUID,
+        new_jti: uuid.UUID,
+        new_expires_at: int,
+        session_max_s: float,
     ) -> Rotation:
         """Swap `old_jti` for `new_jti` atomically, or say why not.
 
         The row lock serialises concurrent refreshes of the same token: the second
-        one sees it used and is treated as reuse.
+        one sees it used and is treated as reuse. A session older than `session_max_s`
+        (from its login) is expired however often it was refreshed.
         """
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -82,7 +89,9 @@ class RefreshTokenStore:
                     family_id,
                 )
                 return Rotation(Outcome.REUSED, family_id)
-            if row["expires_at"] <= datetime.now(UTC):
+            now = datetime.now(UTC)
+            started = await conn.fetchval("SELECT min(issued_at) FROM refresh_tokens WHERE family_id = $1", family_id)
+            if row["expires_at"] <= now or (now - started).total_seconds() > session_max_s:
                 return Rotation(Outcome.EXPIRED, family_id)
             await conn.execute(
                 "UPDATE refresh_tokens SET used_at = now(), replaced_by = $2 WHERE jti = $1", old_jti, new_jti
@@ -119,12 +128,13 @@ class RefreshTokenStore:
         """The user behind an access token, and whether its session (family) was revoked.
 
         One indexed query per authenticated request: role changes, disabling and
-        logout take effect at once on every replica.
+        logout take effect at once on every replica. A session with no stored token
+        left unrevoked (revoked, purged, or never recorded) counts as revoked.
         """
         row = await self.pool.fetchrow(
             """SELECT u.id, u.username, u.role, u.disabled, u.created_at, u.updated_at,
-                      EXISTS (SELECT 1 FROM refresh_tokens r
-                              WHERE r.family_id = $2 AND r.revoked_at IS NOT NULL) AS revoked
+                      NOT EXISTS (SELECT 1 FROM refresh_tokens r
+                                  WHERE r.family_id = $2 AND r.revoked_at IS NULL) AS revoked
                FROM users u WHERE u.id = $1""",
             user_id,
             family_id,

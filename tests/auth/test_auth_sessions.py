@@ -6,8 +6,10 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+from sutazai.auth.tokens import ACCESS, TokenSigner
 from sutazai.storage.users import UserStore
-from tests.auth.helpers import PASSWORD, assert_401, bearer, build_app, login, make_settings
+from tests.auth.helpers import JWT_SECRET, PASSWORD, assert_401, bearer, build_app, login, make_settings
+from tests.helpers import client_for
 
 
 async def audit_rows(pool, action: str, **where):
@@ -179,3 +181,39 @@ async def test_a_replica_purges_refresh_tokens_long_expired(database_url, pool, 
             await asyncio.sleep(0.05)
     remaining = {r["jti"] for r in await pool.fetch("SELECT jti FROM refresh_tokens WHERE jti = ANY($1)", [old, fresh])}
     assert remaining == {fresh}
+
+
+async def test_an_access_token_of_a_session_never_recorded_is_refused(client, settings, new_user):
+    user = await new_user("user")
+    signer = TokenSigner.from_settings(settings, JWT_SECRET)
+    token = signer.issue(user_id=user.id, role="user", token_type=ACCESS, family_id=uuid.uuid4()).token
+    assert_401(await client.get("/api/v1/auth/me", headers=bearer(token)))
+
+
+async def test_a_session_ends_at_its_absolute_lifetime_however_often_refreshed(database_url, new_user):
+    user = await new_user("user")
+    async with build_app(make_settings(database_url, session_max_s=1)) as app, client_for(app) as client:
+        tokens = await login(client, user.username)
+        await asyncio.sleep(1.2)
+        refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert_401(refreshed)
+    assert "expired" in refreshed.json()["error"]["message"]
+
+
+async def test_a_user_cannot_hold_more_api_keys_than_the_cap(database_url, new_user):
+    user = await new_user("user")
+    async with build_app(make_settings(database_url, max_api_keys_per_user=2)) as app, client_for(app) as client:
+        headers = bearer((await login(client, user.username))["access_token"])
+        codes = [
+            (await client.post("/api/v1/auth/keys", headers=headers, json={"name": f"k{i}"})).status_code
+            for i in range(3)
+        ]
+    assert codes == [201, 201, 409]
+
+
+async def test_docs_are_off_outside_the_embedded_default_unless_asked(database_url):
+    async with build_app(make_settings(database_url)) as app, client_for(app) as client:
+        assert (await client.get("/openapi.json")).status_code == 404
+        assert (await client.get("/docs")).status_code == 404
+    async with build_app(make_settings(database_url, docs_enabled=True)) as app, client_for(app) as client:
+        assert (await client.get("/openapi.json")).status_code == 200

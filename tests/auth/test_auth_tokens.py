@@ -32,6 +32,7 @@ def claims(**overrides) -> dict:
         "jti": str(uuid.uuid4()),
         "fam": str(FAMILY),
         "iss": "sutazai",
+        "aud": "sutazai-api",
         "iat": now,
         "nbf": now,
         "exp": now + 600,
@@ -96,7 +97,7 @@ def test_access_token_is_rejected_as_refresh_token():
     assert_rejected(issued.token, REFRESH)
 
 
-@pytest.mark.parametrize("missing", ["exp", "iat", "nbf", "sub", "jti", "fam", "type", "iss"])
+@pytest.mark.parametrize("missing", ["exp", "iat", "nbf", "sub", "jti", "fam", "type", "iss", "aud"])
 def test_token_missing_a_required_claim_is_rejected(missing):
     assert_rejected(jwt.encode(claims(**{missing: None}), SECRET, algorithm="HS256"))
 
@@ -107,6 +108,10 @@ def test_token_with_unknown_role_is_rejected():
 
 def test_token_from_another_issuer_is_rejected():
     assert_rejected(jwt.encode(claims(iss="someone-else"), SECRET, algorithm="HS256"))
+
+
+def test_token_for_another_audience_is_rejected():
+    assert_rejected(jwt.encode(claims(aud="another-service"), SECRET, algorithm="HS256"))
 
 
 def test_garbage_is_rejected():
