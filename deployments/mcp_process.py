@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -115,6 +116,20 @@ def _error_result(message: str) -> dict:
         "structured_content": None,
         "text": message,
     }
+
+
+def _unsendable(tool: str, arguments: dict) -> str | None:
+    """Why the call cannot be written to the server's stdin as UTF-8 JSON, or None.
+
+    Checked before the SDK's stdin writer sees it: a message that writer fails to
+    encode ends the transport, and with it every call in flight.
+    """
+    try:
+        json.dumps({"name": tool, "arguments": arguments}, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        reason = "not valid Unicode" if isinstance(exc, UnicodeEncodeError) else type(exc).__name__
+        return f"the arguments of {tool!r} cannot be sent as UTF-8 JSON ({reason}); nothing was sent to the server"
+    return None
 
 
 @ray.remote
@@ -342,6 +357,9 @@ class MCPProcess:
         waiting_for = "start"
         generation = self._generation
         session: ClientSession | None = None
+        problem = _unsendable(tool, arguments or {})
+        if problem is not None:
+            return {**_error_result(problem), "generation": generation}
         try:
             async with asyncio.timeout(timeout):
                 await self._session_when_ready()
@@ -369,8 +387,11 @@ class MCPProcess:
                 ) from None
             # The server answered with a JSON-RPC error (unknown tool, bad params...): the tool failed.
             return {**_error_result(f"{exc.message} (MCP error {exc.code})"), "generation": generation}
-        except RuntimeError as exc:  # the SDK rejects a result that breaks the tool's output schema
-            return {**_error_result(str(exc)), "generation": generation}
+        except ServerUnavailable:
+            raise
+        except Exception as exc:  # this call's own failure (e.g. a result that breaks the tool's output schema)
+            self.log.warning("MCP server %r: call of %r failed: %s: %s", self.name, tool, type(exc).__name__, exc)
+            return {**_error_result(f"{type(exc).__name__}: {exc}"), "generation": generation}
         return {**_result_dict(result), "generation": generation}
 
     async def restart(self, wait_s: float | None = None) -> dict:

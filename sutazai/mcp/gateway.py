@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,6 +122,7 @@ class MCPGateway:
         if tool not in listing.tools:
             known = ", ".join(sorted(listing.tools)) or "none"
             raise NotFound(f"MCP server {server!r} has no tool {tool!r} (tools: {known})")
+        _check_encodable(arguments)
         self._validate(server, tool, arguments, listing)
 
         timeout = timeout or config.call_timeout_s
@@ -250,6 +252,45 @@ class MCPGateway:
             message = f"MCP process actor for {name!r} is not reachable ({type(exc).__name__}); Ray is restarting it"
         self._listings.pop(name, None)  # list the tools again once it is back
         raise Unavailable(message, self.settings.retry_after_s)
+
+
+def _check_encodable(arguments: dict) -> None:
+    """Refuse arguments the stdio transport cannot write as UTF-8 JSON (lone surrogates, NaN)."""
+    where = _unencodable(arguments, [])
+    if where is None:
+        return
+    path, problem = where
+    raise InvalidInput(
+        f"arguments{''.join('.' + str(p) for p in path)}: {problem}",
+        details=[{"loc": ["arguments", *path], "msg": problem, "type": "json_encoding"}],
+    )
+
+
+def _unencodable(value: Any, path: list[str | int]) -> tuple[list[str | int], str] | None:
+    """The path to the first part of `value` that has no UTF-8 JSON form, and why; None if all do."""
+    if isinstance(value, str):
+        return None if _is_utf8(value) else (path, "is not valid Unicode (it holds a lone surrogate)")
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, "is not a finite number (JSON has no NaN or Infinity)"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not _is_utf8(key):
+                return path, "has a key that is not valid Unicode (it holds a lone surrogate)"
+            if (found := _unencodable(item, [*path, key])) is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _unencodable(item, [*path, index])) is not None:
+                return found
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _as_future(ref: Any) -> asyncio.Future[Any]:

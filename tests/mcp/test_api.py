@@ -3,6 +3,7 @@ with real users of each role (a throwaway database, the test Redis)."""
 
 from __future__ import annotations
 
+import json
 import secrets
 
 import httpx
@@ -144,3 +145,13 @@ async def test_every_route_is_a_503_when_mcp_is_disabled(mcp_settings):
         response = await client.get("/api/v1/mcp/servers", headers=headers)
     assert response.status_code == 503
     assert response.json()["error"]["message"] == "MCP is disabled"
+
+
+async def test_arguments_that_are_not_valid_unicode_are_a_422_and_the_server_keeps_serving(client):
+    bad = {"server": "time", "tool": "get_current_time", "arguments": {"timezone": "x\ud800"}}
+    body = json.dumps(bad)  # ASCII-escaped: "\ud800" is valid JSON text that decodes to a lone surrogate
+    headers = {**client.headers["user"], "content-type": "application/json"}
+    response = await client.client.post("/api/v1/mcp/execute", content=body, headers=headers)
+    assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
+    good = {"server": "time", "tool": "get_current_time", "arguments": {"timezone": "UTC"}}
+    assert (await client.post("/api/v1/mcp/execute", json=good, role="user")).status_code == 200

@@ -220,3 +220,27 @@ async def test_health_reports_each_server_with_a_ping_latency(gateway):
     assert 0 < health["time"]["latency_ms"] < 3000
     assert health["time"]["ping_ms"] is not None
     assert health["broken"]["status"] == "failed"
+
+
+# ---- arguments that cannot cross the stdio transport -----------------------------------
+
+NOT_UNICODE = "x\ud800"  # a lone surrogate: a Python str, but no UTF-8 encoding exists
+
+
+async def test_arguments_that_cannot_be_encoded_as_utf8_json_are_a_422_naming_where(gateway):
+    with pytest.raises(SutazaiError) as err:
+        await gateway.execute("time", "get_current_time", {"timezone": NOT_UNICODE}, "user")
+    assert (status_of(err.value), err.value.code) == (422, "validation_error")
+    assert err.value.details[0]["loc"] == ["arguments", "timezone"]
+
+
+async def test_a_call_the_transport_cannot_encode_fails_alone_and_the_server_keeps_its_process(gateway, status):
+    """Straight to the actor, past the gateway's check: the other calls and the process survive."""
+    before = await status("time")
+    actor = gateway.actors["time"]
+    slow = [actor.call_tool.remote("get_current_time", {"timezone": "UTC"}) for _ in range(20)]
+    bad = await actor.call_tool.remote("get_current_time", {"timezone": NOT_UNICODE})
+    assert bad["is_error"] is True and "JSON" in bad["text"]
+    assert all(not r["is_error"] for r in await asyncio.gather(*slow))
+    after = await status("time")
+    assert (after["status"], after["pid"], after["restarts"]) == ("ready", before["pid"], before["restarts"])
