@@ -39,14 +39,16 @@ async def list_servers(caller: ViewerDep, gateway: GatewayDep, page: PageDep) ->
 @router.get("/servers/{name}/tools", response_model=Page[ToolInfo])
 async def list_tools(name: str, caller: ViewerDep, gateway: GatewayDep, page: PageDep) -> Page[ToolInfo]:
     """The server's tools with their input schemas (403 for a role that may not use the server)."""
-    tools = [ToolInfo.model_validate(t) for t in await gateway.tools(name, caller.role)]
+    tools = [ToolInfo.model_validate(t) for t in await gateway.tools(name, caller.effective_role)]
     return Page.of_all(tools, page.limit, page.offset)
 
 
 @router.post("/execute", response_model=ToolResult)
 async def execute(body: ExecuteRequest, caller: UserDep, gateway: GatewayDep) -> ToolResult:
     """Call a tool. A tool's own failure is a 200 with `is_error: true`; a down server is a 503."""
-    return ToolResult.model_validate(await gateway.execute(body.server, body.tool, body.arguments, caller.role))
+    return ToolResult.model_validate(
+        await gateway.execute(body.server, body.tool, body.arguments, caller.effective_role)
+    )
 
 
 @router.post("/servers/{name}/restart", response_model=ServerStatus)

@@ -155,3 +155,14 @@ async def test_arguments_that_are_not_valid_unicode_are_a_422_and_the_server_kee
     assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
     good = {"server": "time", "tool": "get_current_time", "arguments": {"timezone": "UTC"}}
     assert (await client.post("/api/v1/mcp/execute", json=good, role="user")).status_code == 200
+
+
+async def test_an_admins_read_write_api_key_cannot_reach_an_admin_only_server(client):
+    created = await client.post("/api/v1/auth/keys", json={"name": "laptop", "scopes": ["read", "write"]})
+    assert created.status_code == 201, created.text
+    key_headers = {"Authorization": f"Bearer {created.json()['key']}"}
+    body = {"server": "everything", "tool": "echo", "arguments": {"message": "hi"}}
+    response = await client.client.post("/api/v1/mcp/execute", json=body, headers=key_headers)
+    assert response.status_code == 403
+    tools = await client.client.get("/api/v1/mcp/servers/everything/tools", headers=key_headers)
+    assert tools.status_code == 403
