@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     rate_limit_tokens_per_minute: dict[str, int] = {"admin": 200_000, "user": 40_000, "viewer": 10_000}
     login_attempts_per_minute: int = 10
     max_api_keys_per_user: int = 50  # unrevoked, unexpired keys
+    auth_failures_per_minute: int = 30  # per client address, before it gets 429 without a lookup
+    max_concurrent_model_requests: int = 8  # per user, over every replica
+    # Proxies whose X-Forwarded-For is believed (addresses or CIDRs); none by default.
+    trusted_proxies: list[str] = []
 
     # MCP servers: the `mcpServers` JSON that desktop clients use.
     mcp_config: Path = PROJECT_ROOT / "cluster" / "mcp" / "servers.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from sutazai import __version__
 from sutazai.api import audit, cache, chat, conversations, keys, mcp, openai, sessions, system, users
@@ -27,9 +28,11 @@ def create_app(services: Services) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.services = services  # read only by sutazai.api.deps
-    install_error_handlers(app)
+    install_error_handlers(app, retry_after_s=settings.retry_after_s)
     for module in ROUTERS:
         app.include_router(module.router)
     install_security(app, settings)
+    if settings.trusted_proxies:  # the client address is X-Forwarded-For only when a trusted proxy says so
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer (even a 413) has an id
     return app

@@ -82,8 +82,9 @@ async def chat(
     body: ChatRequest, caller: ModelCallerDep, services: ServicesDep, request_id: RequestIdDep
 ) -> ChatResponse:
     turn = await _prepare_turn(body, services, request_id, caller.principal.user_id)
-    result, cached = await services.inference.complete(turn.client, turn.request)
-    await caller.charge(result.usage)
+    async with await caller.reserve([turn.request]) as reservation:
+        result, cached = await services.inference.complete(turn.client, turn.request)
+        reservation.used = result.usage
     await turn.store(services, result)
     return ChatResponse(
         conversation_id=turn.conversation_id,
@@ -103,18 +104,24 @@ async def chat_stream(
     """SSE: `token` events with text deltas, then one `done` event with usage.
     The turn is stored only once the answer is complete."""
     turn = await _prepare_turn(body, services, request_id, caller.principal.user_id)
-    chunks, cached = await services.inference.open_stream(turn.client, turn.request)
+    reservation = await caller.reserve([turn.request])
+    try:
+        chunks, cached = await services.inference.open_stream(turn.client, turn.request)
+    except BaseException:
+        await reservation.settle()
+        raise
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         parts: list[str] = []
         try:
             async for chunk in chunks:
+                reservation.saw(chunk)
                 if chunk.text:
                     parts.append(chunk.text)
                     yield event(TokenEvent(text=chunk.text), "token")
                 if chunk.usage is not None and chunk.finish_reason is not None:
                     result = GenerationResult(text="".join(parts), finish_reason=chunk.finish_reason, usage=chunk.usage)
-                    await caller.charge(chunk.usage)
+                    await reservation.settle()
                     await turn.store(services, result)
                     done = ChatDone(
                         conversation_id=turn.conversation_id,
@@ -127,6 +134,8 @@ async def chat_stream(
                     yield event(done, "done")
         except SutazaiError as exc:
             yield event(error_body(exc.code, exc.message, request_id), "error")
+        finally:
+            await reservation.settle()
 
     return sse_response(events())
 
@@ -138,8 +147,9 @@ async def generate(
     """Raw text continuation, no chat template."""
     client = services.inference.resolve(body.model)
     generation = services.inference.build_request(client.spec, body, prompt=body.prompt, request_id=request_id)
-    result, cached = await services.inference.complete(client, generation)
-    await caller.charge(result.usage)
+    async with await caller.reserve([generation]) as reservation:
+        result, cached = await services.inference.complete(client, generation)
+        reservation.used = result.usage
     return GenerateResponse(
         model=client.spec.name,
         text=result.text,
@@ -162,7 +172,9 @@ async def batch(
     generations = [
         services.inference.build_request(client.spec, body, prompt=p, request_id=request_id) for p in body.prompts
     ]
-    outcomes = await services.inference.batch(client, generations, settings.batch_concurrency)
+    async with await caller.reserve(generations) as reservation:
+        outcomes = await services.inference.batch(client, generations, settings.batch_concurrency)
+        reservation.used = sum((o.result.usage for o in outcomes if o.result is not None), Usage())
     items, total = [], Usage()
     for index, outcome in enumerate(outcomes):
         if outcome.result is None:
@@ -181,7 +193,6 @@ async def batch(
                 cached=outcome.cached,
             )
         )
-    await caller.charge(total)
     failed = sum(1 for i in items if i.error is not None)
     return BatchResponse(
         model=client.spec.name,

@@ -6,7 +6,7 @@ it with exactly one caller parameter:
     caller: ViewerDep       # read-only, any signed-in role
     caller: UserDep         # changes something
     caller: AdminDep        # administration
-    caller: ModelCallerDep  # runs a model: a user with token budget left; `await caller.charge(usage)`
+    caller: ModelCallerDep  # runs a model; `async with await caller.reserve(requests) as reservation`
 
 and reaches the replica's services with `services: ServicesDep`. Public routes
 (liveness, login, refresh) declare no caller.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -25,11 +25,11 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from sutazai.auth.principal import Principal
-from sutazai.auth.rate_limit import REQUESTS, TOKENS, rate_limited
+from sutazai.auth.rate_limit import AUTH_FAILURES, REQUESTS, TOKENS, Limit, rate_limited
 from sutazai.auth.roles import ROLES, rank
-from sutazai.errors import Forbidden
+from sutazai.errors import Forbidden, RateLimited, Unauthenticated
 from sutazai.schemas.common import INT32_MAX
-from sutazai.schemas.engine import Usage
+from sutazai.schemas.engine import GenerationChunk, GenerationRequest, Usage
 from sutazai.services import Services
 
 MAX_OFFSET = INT32_MAX
@@ -66,10 +66,23 @@ ClientIpDep = Annotated[str | None, Depends(client_ip)]
 async def current_principal(
     request: Request,
     services: ServicesDep,
+    ip: ClientIpDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
-    """Authenticate (401), remember the principal for audit and headers, count the request (429)."""
-    principal = await services.authenticator.principal(credentials.credentials if credentials else None)
+    """Authenticate (401), remember the principal for audit and headers, count the request (429).
+
+    Failed authentications are counted per client address: past the limit, that address
+    gets 429s without a database lookup, so guessing keys costs the guesser, not us."""
+    failures = [Limit(f"ip:{ip or 'unknown'}", services.settings.auth_failures_per_minute)]
+    refused = await services.limiter.check(AUTH_FAILURES, failures)
+    if not refused.allowed:
+        raise rate_limited(refused, "too many failed authentications from this address", code="too_many_auth_failures")
+    try:
+        principal = await services.authenticator.principal(credentials.credentials if credentials else None)
+    except Unauthenticated:
+        if credentials is not None:  # a missing header is not a guess
+            await services.limiter.hit(AUTH_FAILURES, failures)
+        raise
     request.state.principal = principal
     decision = await services.limiter.hit(REQUESTS, principal.request_limits(services.settings))
     request.state.rate_limit = decision  # the security middleware turns it into X-RateLimit-* headers
@@ -103,23 +116,84 @@ UserDep = Annotated[Principal, Depends(require_role("user"))]
 AdminDep = Annotated[Principal, Depends(require_role("admin"))]
 
 
+@dataclass
+class Reservation:
+    """Tokens and a concurrency slot held for one model call; settled exactly once, with
+    what was really used (a stream cut short pays for what it was sent)."""
+
+    caller: ModelCaller
+    prompt_tokens: int  # estimated
+    tokens: int  # reserved: estimated prompt + max_tokens
+    used: Usage = field(default_factory=Usage)  # what `settle` charges: nothing until output arrives
+    settled: bool = False
+
+    def saw(self, chunk: GenerationChunk) -> None:
+        """Follow a stream: its final usage when it comes, else the prompt and a token per chunk sent."""
+        if chunk.usage is not None:
+            self.used = chunk.usage
+        elif chunk.text:
+            self.used = Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.used.completion_tokens + 1)
+
+    async def __aenter__(self) -> Reservation:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Charge what was used, give the rest of the reservation back, free the slot."""
+        if self.settled:
+            return
+        self.settled = True
+        limiter, limits = self.caller.services.limiter, self.caller.token_limits()
+        await limiter.add(TOKENS, limits, self.used.total_tokens - self.tokens)
+        await limiter.release(self.caller.slot_bucket())
+
+
 @dataclass(frozen=True)
 class ModelCaller:
-    """A caller allowed to run a model, and the meter its tokens go on."""
+    """A caller allowed to run a model: reserve before the call, settle after it."""
 
     principal: Principal
     services: Services
 
+    def token_limits(self) -> list[Limit]:
+        return self.principal.token_limits(self.services.settings)
+
+    def slot_bucket(self) -> str:
+        return f"user:{self.principal.user_id}"
+
+    async def reserve(self, requests: list[GenerationRequest]) -> Reservation:
+        """Hold a concurrency slot and prompt + max_tokens of the budget (429 when either is
+        exhausted), so parallel requests cannot all pass a check that only one can afford."""
+        limiter, settings = self.services.limiter, self.services.settings
+        if not await limiter.acquire(self.slot_bucket(), settings.max_concurrent_model_requests):
+            raise RateLimited(
+                f"at most {settings.max_concurrent_model_requests} model requests at once; wait for one to finish",
+                {"Retry-After": "1"},
+                code="too_many_concurrent_requests",
+            )
+        prompt = sum(r.estimated_prompt_tokens() for r in requests)
+        tokens = prompt + sum(r.max_tokens for r in requests)
+        decision = await limiter.hit(TOKENS, self.token_limits(), tokens)
+        if not decision.allowed:
+            await limiter.add(TOKENS, self.token_limits(), -tokens)
+            await limiter.release(self.slot_bucket())
+            raise rate_limited(
+                decision,
+                f"token limit of {decision.limit} tokens per minute: this request may need {tokens}",
+                code="token_rate_limited",
+                suffix="-Tokens",
+            )
+        return Reservation(self, prompt, tokens)
+
     async def charge(self, usage: Usage) -> None:
-        """Count an LLM call's prompt + completion tokens against the caller's budget."""
-        tokens = max(0, usage.prompt_tokens) + max(0, usage.completion_tokens)
-        if tokens > 0:
-            await self.services.limiter.add(TOKENS, self.principal.token_limits(self.services.settings), tokens)
+        """Count tokens used outside a reservation."""
+        await self.services.limiter.add(TOKENS, self.token_limits(), usage.total_tokens)
 
 
 async def model_caller(request: Request, services: ServicesDep, principal: UserDep) -> ModelCaller:
-    """A user whose tokens-per-minute budget is not spent (429 otherwise). Tokens are known
-    only after generation, so routes `charge` them then; a request in flight may overshoot."""
+    """A user whose tokens-per-minute budget is not spent (429 otherwise)."""
     decision = await services.limiter.check(TOKENS, principal.token_limits(services.settings))
     request.state.token_rate_limit = decision
     if not decision.allowed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -107,7 +108,19 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def install_error_handlers(app: FastAPI) -> None:
+# A dependency (Postgres above all) that is down, restarting or out of connections: the
+# request may succeed a moment later, so it is a 503 with Retry-After, never a 500.
+DEPENDENCY_DOWN: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+
+def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
     @app.exception_handler(SutazaiError)
     async def _domain(request: Request, exc: SutazaiError) -> JSONResponse:
         return error_response(
@@ -132,6 +145,14 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
         return error_response(request, exc.status_code, code, message, headers=getattr(exc, "headers", None))
+
+    async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("dependency down request_id=%s path=%s: %r", request_id_of(request), request.url.path, exc)
+        message = "a backing service (database) is unavailable; retry shortly"
+        return error_response(request, 503, "unavailable", message, headers={"Retry-After": str(retry_after_s)})
+
+    for exc_class in DEPENDENCY_DOWN:
+        app.add_exception_handler(exc_class, _dependency_down)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from sutazai.api.deps import ModelCaller, ModelCallerDep, RequestIdDep, ServicesDep, ViewerDep
+from sutazai.api.deps import ModelCaller, ModelCallerDep, RequestIdDep, Reservation, ServicesDep, ViewerDep
 from sutazai.api.errors import error_body
 from sutazai.api.sse import SSE_RESPONSES, event, sse_response
 from sutazai.errors import InvalidInput, SutazaiError
-from sutazai.schemas.engine import ChatMessage, FinishReason, GenerationChunk, Usage
+from sutazai.inference import ModelClient
+from sutazai.schemas.engine import ChatMessage, FinishReason, GenerationChunk, GenerationRequest, Usage
 from sutazai.schemas.openai import (
     AssistantMessage,
     ChatChoice,
@@ -29,6 +30,7 @@ from sutazai.schemas.openai import (
     OpenAIFinishReason,
     completion_id,
 )
+from sutazai.services import Services
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -53,7 +55,7 @@ async def list_models(caller: ViewerDep, services: ServicesDep) -> ModelList:
 
 
 async def _events(
-    caller: ModelCaller,
+    reservation: Reservation,
     chunks: AsyncIterator[GenerationChunk],
     text_chunk: Callable[[str], ChatCompletionChunk | CompletionChunk],
     final_chunk: Callable[[OpenAIFinishReason], ChatCompletionChunk | CompletionChunk],
@@ -62,16 +64,31 @@ async def _events(
 ) -> AsyncIterator[ServerSentEvent]:
     try:
         async for chunk in chunks:
+            reservation.saw(chunk)
             if chunk.text:
                 yield event(text_chunk(chunk.text))
             if chunk.usage is not None and chunk.finish_reason is not None:
-                await caller.charge(chunk.usage)
+                await reservation.settle()
                 yield event(final_chunk(_FINISH[chunk.finish_reason]))
                 if usage_chunk is not None:
                     yield event(usage_chunk(chunk.usage))
         yield event("[DONE]")
     except SutazaiError as exc:
         yield event(error_body(exc.code, exc.message, request_id))
+    finally:
+        await reservation.settle()
+
+
+async def _open_stream(
+    services: Services, client: ModelClient, request: GenerationRequest, caller: ModelCaller
+) -> tuple[AsyncIterator[GenerationChunk], Reservation]:
+    reservation = await caller.reserve([request])
+    try:
+        chunks, _ = await services.inference.open_stream(client, request)
+    except BaseException:
+        await reservation.settle()
+        raise
+    return chunks, reservation
 
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse, responses=SSE_RESPONSES)
@@ -83,8 +100,9 @@ async def chat_completions(
     cid, model = completion_id("chatcmpl"), client.spec.name
 
     if not body.stream:
-        result, _ = await services.inference.complete(client, request)
-        await caller.charge(result.usage)
+        async with await caller.reserve([request]) as reservation:
+            result, _ = await services.inference.complete(client, request)
+            reservation.used = result.usage
         return ChatCompletionResponse(
             id=cid,
             model=model,
@@ -96,7 +114,7 @@ async def chat_completions(
             usage=result.usage,
         )
 
-    chunks, _ = await services.inference.open_stream(client, request)
+    chunks, reservation = await _open_stream(services, client, request, caller)
     first = True
 
     def text_chunk(text: str) -> ChatCompletionChunk:
@@ -114,7 +132,7 @@ async def chat_completions(
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return sse_response(
-        _events(caller, chunks, text_chunk, final_chunk, usage_chunk if include_usage else None, request_id)
+        _events(reservation, chunks, text_chunk, final_chunk, usage_chunk if include_usage else None, request_id)
     )
 
 
@@ -130,7 +148,7 @@ async def completions(
     if body.stream:
         if len(requests) != 1:
             raise InvalidInput("prompt: streaming takes a single prompt")
-        chunks, _ = await services.inference.open_stream(client, requests[0])
+        chunks, reservation = await _open_stream(services, client, requests[0], caller)
         echo = prompts[0] if body.echo else ""
 
         def text_chunk(text: str) -> CompletionChunk:
@@ -148,10 +166,12 @@ async def completions(
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return sse_response(
-            _events(caller, chunks, text_chunk, final_chunk, usage_chunk if include_usage else None, request_id)
+            _events(reservation, chunks, text_chunk, final_chunk, usage_chunk if include_usage else None, request_id)
         )
 
-    outcomes = await services.inference.batch(client, requests, services.settings.batch_concurrency)
+    async with await caller.reserve(requests) as reservation:
+        outcomes = await services.inference.batch(client, requests, services.settings.batch_concurrency)
+        reservation.used = sum((o.result.usage for o in outcomes if o.result is not None), Usage())
     choices, usage = [], Usage()
     for index, outcome in enumerate(outcomes):
         if outcome.error is not None:
@@ -160,5 +180,4 @@ async def completions(
         usage += outcome.result.usage
         text = (prompts[index] if body.echo else "") + outcome.result.text
         choices.append(CompletionChoice(index=index, text=text, finish_reason=_FINISH[outcome.result.finish_reason]))
-    await caller.charge(usage)
     return CompletionResponse(id=cid, model=model, choices=choices, usage=usage)

@@ -56,12 +56,27 @@ def verify_dummy(password: str) -> None:
     verify_password(_dummy_hash, password)
 
 
+# Each argon2 hash takes 64 MiB and a core for ~0.1 s: a burst of logins must queue, not
+# run all at once and exhaust the replica's memory. One gate per replica process.
+MAX_CONCURRENT_HASHES = 2
+_gate: asyncio.Semaphore | None = None
+
+
+def _hashing_gate() -> asyncio.Semaphore:
+    global _gate
+    if _gate is None:
+        _gate = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
+    return _gate
+
+
 async def hash_password_async(password: str) -> str:
-    return await asyncio.to_thread(hash_password, password)
+    async with _hashing_gate():
+        return await asyncio.to_thread(hash_password, password)
 
 
 async def verify_password_async(password_hash: str | None, password: str) -> bool:
-    if password_hash is None:
-        await asyncio.to_thread(verify_dummy, password)
-        return False
-    return await asyncio.to_thread(verify_password, password_hash, password)
+    async with _hashing_gate():
+        if password_hash is None:
+            await asyncio.to_thread(verify_dummy, password)
+            return False
+        return await asyncio.to_thread(verify_password, password_hash, password)

@@ -1,8 +1,9 @@
-"""Rate-limit counting: fixed one-minute windows shared by every replica.
+"""Rate-limit counting: fixed windows shared by every replica, and concurrency slots.
 
-Counters live in Redis (`INCRBY` + `EXPIRE`, keys `<prefix><kind>:<bucket>:<window>`).
-Which buckets apply to a caller is not decided here: a principal names its own
-limits (`Principal.request_limits`), and login names its buckets (`login_limits`).
+Counters live in Redis (`INCRBY` + `EXPIRE`, keys `<prefix><kind>:<bucket>:<window_s>:<n>`),
+one pipelined round trip per decision. Which buckets apply to a caller is not decided
+here: a principal names its own limits (`Principal.request_limits`), and login names its
+buckets (`login_limits`).
 
 If Redis fails, the limiter counts in this process's memory instead: each
 replica then enforces the limit on its own share of traffic, which is far better
@@ -32,13 +33,17 @@ WINDOW_S = 60
 REQUESTS = "req"
 TOKENS = "tok"
 LOGIN = "login"
+AUTH_FAILURES = "authfail"
+CONCURRENT = "conc"
 RETRY_REDIS_AFTER_S = 5.0  # after a Redis failure, count in memory this long before trying it again
+SLOT_TTL_S = 3600  # a concurrency slot whose release was lost (a crashed replica) frees itself
 
 
 @dataclass(frozen=True)
 class Limit:
     bucket: str  # e.g. "user:<uuid>", "key:<uuid>", "ip:1.2.3.4"
     limit: int
+    window_s: int = WINDOW_S
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,7 @@ class Decision:
     allowed: bool
     limit: int
     remaining: int
-    reset_s: int  # seconds until the current window ends
+    reset_s: int  # seconds until the deciding window ends
     backend: str  # "redis" or "memory"
     used: int = 0  # count in the deciding bucket, this one included
 
@@ -70,37 +75,40 @@ def rate_limited(decision: Decision, message: str, *, code: str = "rate_limited"
 
 
 def login_limits(per_minute: int, username: str, client_ip: str | None) -> list[Limit]:
-    """A login attempt counts against the username and the client address."""
+    """A login attempt counts against the (username, address) pair, per minute and, as a
+    backoff, per hour; and against the address alone (many names from one place).
+    Keyed on the pair, a stranger guessing a known name cannot lock its owner out."""
     name = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
-    limits = [Limit(f"name:{name}", per_minute)]
-    if client_ip:
-        limits.append(Limit(f"ip:{client_ip}", per_minute))
-    return limits
+    where = client_ip or "unknown"
+    return [
+        Limit(f"pair:{name}:{where}", per_minute),
+        Limit(f"pair:{name}:{where}", per_minute * 3, window_s=3600),
+        Limit(f"ip:{where}", per_minute * 5),
+    ]
 
 
 class MemoryCounters:
-    """Fixed-window counters in this process only: the fallback when Redis is unreachable."""
+    """Windowed counters in this process only: the fallback when Redis is unreachable."""
 
     def __init__(self) -> None:
-        self._window: int | None = None
-        self._counts: dict[str, int] = {}
+        self._counts: dict[str, tuple[int, float]] = {}  # key -> (count, expires at)
 
-    def _roll(self, window: int) -> None:
-        if window != self._window:  # a new minute: forget the old one
-            self._window = window
-            self._counts = {}
-
-    def incr(self, keys: list[str], amount: int, window: int) -> list[int]:
-        self._roll(window)
+    def incr(self, keys: list[str], amount: int, expires_at: list[float], now: float) -> list[int]:
+        self._forget_expired(now)
         out = []
-        for key in keys:
-            self._counts[key] = self._counts.get(key, 0) + amount
-            out.append(self._counts[key])
+        for key, expiry in zip(keys, expires_at, strict=True):
+            count = self._counts.get(key, (0, expiry))[0] + amount
+            self._counts[key] = (count, expiry)
+            out.append(count)
         return out
 
-    def get(self, keys: list[str], window: int) -> list[int]:
-        self._roll(window)
-        return [self._counts.get(key, 0) for key in keys]
+    def get(self, keys: list[str], now: float) -> list[int]:
+        self._forget_expired(now)
+        return [self._counts.get(key, (0, 0.0))[0] for key in keys]
+
+    def _forget_expired(self, now: float) -> None:
+        if len(self._counts) > 10_000 or any(expiry <= now for _, expiry in list(self._counts.values())[:64]):
+            self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
 
 
 class RateLimiter:
@@ -119,50 +127,71 @@ class RateLimiter:
         self._clock = clock
         self._redis_down_until = 0.0
 
-    # -- the three operations -------------------------------------------------
+    # -- windows -----------------------------------------------------------------
 
     async def hit(self, kind: str, limits: list[Limit], amount: int = 1) -> Decision:
         """Count `amount` against every bucket; refused when any bucket is now over its limit."""
         if not limits:
             return UNLIMITED
-        window, reset_s = self._window()
-        keys = [self._key(kind, lim.bucket, window) for lim in limits]
+        now = self._clock()
+        keys, resets = self._keys(kind, limits, now)
         counts, backend = await self._run(
-            self._redis_incr(keys, amount), lambda: self.memory.incr(keys, amount, window)
+            self._redis_incr(keys, amount, [max(2 * lim.window_s, 1) for lim in limits]),
+            lambda: self.memory.incr(keys, amount, [now + r for r in resets], now),
         )
-        return _decide(limits, counts, reset_s, backend, inclusive=True)
+        return _decide(limits, counts, resets, backend, inclusive=True)
 
     async def check(self, kind: str, limits: list[Limit]) -> Decision:
-        """Is anything left in every bucket? (Counts nothing: for tokens, known only afterwards.)"""
+        """Is anything left in every bucket? (Counts nothing.)"""
         if not limits:
             return UNLIMITED
-        window, reset_s = self._window()
-        keys = [self._key(kind, lim.bucket, window) for lim in limits]
-        counts, backend = await self._run(self._redis_get(keys), lambda: self.memory.get(keys, window))
-        return _decide(limits, counts, reset_s, backend, inclusive=False)
+        now = self._clock()
+        keys, resets = self._keys(kind, limits, now)
+        counts, backend = await self._run(self._redis_get(keys), lambda: self.memory.get(keys, now))
+        return _decide(limits, counts, resets, backend, inclusive=False)
 
     async def add(self, kind: str, limits: list[Limit], amount: int) -> None:
-        """Count usage measured after the fact (LLM tokens)."""
-        if limits and amount > 0:
+        """Count usage measured after the fact; a negative amount gives back a reservation."""
+        if limits and amount:
             await self.hit(kind, limits, amount)
+
+    # -- concurrency slots ----------------------------------------------------------
+
+    async def acquire(self, bucket: str, cap: int) -> bool:
+        """Take one of `cap` concurrent slots of `bucket`; False (and nothing taken) when all are in use."""
+        key = f"{self.prefix}{CONCURRENT}:{bucket}"
+        now = self._clock()
+        (count,), _ = await self._run(
+            self._redis_incr([key], 1, [SLOT_TTL_S]), lambda: self.memory.incr([key], 1, [now + SLOT_TTL_S], now)
+        )
+        if count > cap:
+            await self.release(bucket)
+            return False
+        return True
+
+    async def release(self, bucket: str) -> None:
+        key = f"{self.prefix}{CONCURRENT}:{bucket}"
+        now = self._clock()
+        await self._run(
+            self._redis_incr([key], -1, [SLOT_TTL_S]), lambda: self.memory.incr([key], -1, [now + SLOT_TTL_S], now)
+        )
 
     # -- plumbing --------------------------------------------------------------
 
-    def _window(self) -> tuple[int, int]:
-        now = self._clock()
-        window = int(now // WINDOW_S)
-        reset_s = max(1, math.ceil((window + 1) * WINDOW_S - now))
-        return window, reset_s
+    def _keys(self, kind: str, limits: list[Limit], now: float) -> tuple[list[str], list[int]]:
+        keys, resets = [], []
+        for lim in limits:
+            window = int(now // lim.window_s)
+            keys.append(f"{self.prefix}{kind}:{lim.bucket}:{lim.window_s}:{window}")
+            resets.append(max(1, math.ceil((window + 1) * lim.window_s - now)))
+        return keys, resets
 
-    def _key(self, kind: str, bucket: str, window: int) -> str:
-        return f"{self.prefix}{kind}:{bucket}:{window}"
-
-    async def _redis_incr(self, keys: list[str], amount: int) -> list[int]:
+    async def _redis_incr(self, keys: list[str], amount: int, ttls: list[int]) -> list[int]:
         assert self.redis is not None
         pipe = self.redis.pipeline(transaction=False)
-        for key in keys:
+        for key, ttl in zip(keys, ttls, strict=True):
             pipe.incrby(key, amount)
-            pipe.expire(key, 2 * WINDOW_S)
+            pipe.expire(key, ttl)
         results = await pipe.execute()
         return [int(v) for v in results[0::2]]
 
@@ -189,10 +218,10 @@ class RateLimiter:
             return memory_op(), "memory"
 
 
-def _decide(limits: list[Limit], counts: list[int], reset_s: int, backend: str, *, inclusive: bool) -> Decision:
+def _decide(limits: list[Limit], counts: list[int], resets: list[int], backend: str, *, inclusive: bool) -> Decision:
     """The most constrained bucket decides (and is the one reported in headers)."""
     worst: Decision | None = None
-    for lim, count in zip(limits, counts, strict=True):
+    for lim, count, reset_s in zip(limits, counts, resets, strict=True):
         allowed = count <= lim.limit if inclusive else count < lim.limit
         decision = Decision(allowed, lim.limit, max(0, lim.limit - count), reset_s, backend, count)
         if (

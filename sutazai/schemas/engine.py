@@ -34,6 +34,11 @@ class GenerationRequest(BaseModel):
     seed: int | None = None
     request_id: str | None = None
 
+    def estimated_prompt_tokens(self) -> int:
+        """An upper-side guess before tokenizing (about 3 characters per token of text)."""
+        chars = sum(len(m.content) for m in self.messages) if self.messages is not None else len(self.prompt or "")
+        return chars // 3 + 1
+
     @model_validator(mode="after")
     def _one_input(self) -> GenerationRequest:
         if (self.messages is None) == (self.prompt is None):

@@ -7,6 +7,7 @@ stream, a completion that spends tokens), driven in-process through httpx.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ from fastapi import APIRouter, FastAPI
 
 from sutazai.api.deps import ModelCallerDep, UserDep, ViewerDep
 from sutazai.api.sse import event, sse_response
-from sutazai.schemas.engine import Usage
+from sutazai.schemas.engine import GenerationRequest, Usage
 from sutazai.settings import Settings
 from tests.helpers import REDIS_URL, app_for
 
@@ -81,6 +82,16 @@ async def spend_tokens(body: dict, caller: ModelCallerDep) -> dict:
         "text": f"hello {caller.principal.username}",
         "usage": usage.model_dump(),
     }
+
+
+@test_routes.post("/generate")
+async def reserve_and_generate(body: dict, caller: ModelCallerDep) -> dict:
+    """Like a model route: reserves prompt + max_tokens, holds it `hold_s`, then uses `used` tokens."""
+    request = GenerationRequest(prompt="x" * 3, max_tokens=body.get("max_tokens", 10), temperature=0.0, top_p=1.0)
+    async with await caller.reserve([request]) as reservation:
+        await asyncio.sleep(body.get("hold_s", 0))
+        reservation.used = Usage(prompt_tokens=1, completion_tokens=body.get("used", 1))
+    return {"used": reservation.used.total_tokens}
 
 
 @asynccontextmanager

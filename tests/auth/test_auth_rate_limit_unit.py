@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+
 from sutazai.auth.rate_limit import REQUESTS, Limit, RateLimiter
 
 
@@ -48,3 +52,41 @@ async def test_check_counts_nothing_and_add_spends():
     assert (await limiter.check("tok", limits)).remaining == 10
     await limiter.add("tok", limits, 10)
     assert not (await limiter.check("tok", limits)).allowed
+
+
+async def test_password_hashing_runs_at_most_two_at_a_time(monkeypatch):
+    from sutazai.auth import passwords
+
+    running = peak = 0
+    lock = threading.Lock()
+
+    def slow_hash(password: str) -> str:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return "hash"
+
+    monkeypatch.setattr(passwords, "hash_password", slow_hash)
+    await asyncio.gather(*(passwords.hash_password_async("a password") for _ in range(6)))
+    assert peak == passwords.MAX_CONCURRENT_HASHES == 2
+
+
+async def test_a_concurrency_slot_is_refused_past_the_cap_and_comes_back():
+    limiter = RateLimiter(None, clock=Clock(6000))
+    assert [await limiter.acquire("user:a", 2) for _ in range(3)] == [True, True, False]
+    await limiter.release("user:a")
+    assert await limiter.acquire("user:a", 2)
+
+
+async def test_an_hourly_window_outlasts_the_minute():
+    clock = Clock(7200 + 30)
+    limiter = RateLimiter(None, clock=clock)
+    limits = [Limit("pair:a", 10), Limit("pair:a", 2, window_s=3600)]
+    assert [(await limiter.hit(REQUESTS, limits)).allowed for _ in range(3)] == [True, True, False]
+    clock.now += 60  # a new minute, the same hour
+    refused = await limiter.hit(REQUESTS, limits)
+    assert not refused.allowed and refused.reset_s > 60
