@@ -96,11 +96,14 @@ def _name(value: Any) -> str:
 
 @router.get("/api/v1/status", response_model=StatusReport)
 async def status(caller: ViewerDep, services: ServicesDep) -> StatusReport:
+    import ray
     from ray import serve
 
     deployments: dict[str, DeploymentState] = {}
     error = None
     try:
+        if not ray.is_initialized():  # serve.status() would start a Ray instance of its own
+            raise RuntimeError("not running on Ray")
         serve_status = await asyncio.to_thread(serve.status)
         app = serve_status.applications.get(services.settings.app_name)
         if app is not None:

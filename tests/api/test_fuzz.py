@@ -1,0 +1,165 @@
+"""Schemathesis against the app's own OpenAPI schema: no input may cause a 5xx, and every
+error answers in the JSON error shape. Authenticated as a user and anonymously, then the
+stateful phase (calls chained through the links Schemathesis infers).
+
+The app runs under uvicorn in a thread with real Postgres and Redis and no model
+deployment (model routes validate, then answer 404 model_not_found): fuzzing a real
+model would spend minutes decoding; tests/api/test_bad_input.py sends the inputs that
+once broke the model path to the real model."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections.abc import Iterator
+
+import hypothesis
+import pytest
+import schemathesis
+import uvicorn
+from pydantic import SecretStr
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+
+from sutazai.auth import accounts
+from sutazai.settings import Settings
+from tests.helpers import REDIS_URL, app_for, free_port, fresh_database
+
+FUZZ = hypothesis.settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=list(hypothesis.HealthCheck),
+    derandomize=True,  # the same cases every run: CI failures reproduce
+)
+PASSWORD = secrets.token_urlsafe(16)
+
+
+@schemathesis.check
+def json_error_shape(ctx: object, response: schemathesis.Response, case: schemathesis.Case) -> bool | None:
+    """Every 4xx/5xx is {"error": {"code", "message", "request_id"}}."""
+    if response.status_code < 400:
+        return None
+    body = response.json()
+    error = body.get("error") if isinstance(body, dict) else None
+    assert isinstance(error, dict) and {"code", "message", "request_id"} <= set(error), response.text[:300]
+    return None
+
+
+class Server:
+    """The app under uvicorn on its own event loop (where its pools live), with a signed-in user."""
+
+    def __init__(self, database_url: str) -> None:
+        self.port = free_port()
+        self.settings = Settings(
+            _env_file=None,
+            database_url=database_url,
+            redis_url=REDIS_URL,
+            jwt_secret=SecretStr(secrets.token_urlsafe(48)),
+            mcp_enabled=False,
+            docs_enabled=True,
+            app_name=f"fuzz-{secrets.token_hex(4)}",
+            rate_limit_requests_per_minute={"admin": 10**6, "user": 10**6, "viewer": 10**6},
+            auth_failures_per_minute=10**6,
+            login_attempts_per_minute=10**6,
+        )
+        self.ready = threading.Event()
+        self.server: uvicorn.Server | None = None
+        self.token = ""
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _serve(self) -> None:
+        async with app_for(self.settings) as (app, services):
+            user = await accounts.create_user(services.users, "fuzzer", PASSWORD, "user")
+            pair = services.signer.issue(user_id=user.id, role="user", token_type="refresh", family_id=user.id)
+            await services.sessions.record(
+                jti=pair.claims.jti, family_id=user.id, user_id=user.id, expires_at=pair.claims.expires_at
+            )
+            self.token = services.signer.issue(
+                user_id=user.id, role="user", token_type="access", family_id=user.id
+            ).token
+            config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+            self.server = uvicorn.Server(config)
+            self.server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
+            serving = asyncio.create_task(self.server.serve())
+            while not self.server.started:  # noqa: ASYNC110  # uvicorn offers no event for this
+                await asyncio.sleep(0.05)
+            self.ready.set()
+            await serving
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        assert self.ready.wait(60), "the app did not start"
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    database = fresh_database("sutazai_fuzz")
+    loop = asyncio.new_event_loop()
+    database_url = loop.run_until_complete(database.__aenter__())
+    try:
+        with Server(database_url) as running:
+            yield running
+    finally:
+        loop.run_until_complete(database.__aexit__(None, None, None))
+        loop.close()
+
+
+@pytest.fixture(scope="module")
+def api_schema(server: Server) -> schemathesis.BaseSchema:
+    return schemathesis.openapi.from_url(f"http://127.0.0.1:{server.port}/openapi.json")
+
+
+CHECKS = [not_a_server_error, json_error_shape]
+MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+
+
+def fuzz_every_operation(api_schema: schemathesis.BaseSchema, headers: dict[str, str]) -> list[str]:
+    """Valid and invalid inputs for every operation; the failures, one line each."""
+    failures: list[str] = []
+    for result in api_schema.get_all_operations():
+        operation = result.ok()
+        for mode in MODES:
+
+            @FUZZ
+            @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+            def run(case: schemathesis.Case) -> None:
+                case.call_and_validate(headers=headers, checks=CHECKS)
+
+            try:
+                run()
+            except hypothesis.errors.Unsatisfiable:
+                pass  # nothing invalid can be sent to an operation without inputs
+            except Exception as exc:  # collect every operation's failure, not just the first
+                failures.append(f"{operation.method.upper()} {operation.path} ({mode.value}): {exc}"[:600])
+    return failures
+
+
+def test_no_input_from_a_signed_in_user_is_a_server_error(api_schema: schemathesis.BaseSchema, server: Server) -> None:
+    failures = fuzz_every_operation(api_schema, {"Authorization": f"Bearer {server.token}"})
+    assert not failures, "\n".join(failures)
+
+
+def test_no_anonymous_input_is_a_server_error(api_schema: schemathesis.BaseSchema) -> None:
+    failures = fuzz_every_operation(api_schema, {})
+    assert not failures, "\n".join(failures)
+
+
+def test_no_sequence_of_calls_is_a_server_error(api_schema: schemathesis.BaseSchema, server: Server) -> None:
+    machine = api_schema.as_state_machine()
+    headers = {"Authorization": f"Bearer {server.token}"}
+
+    class Signed(machine):  # type: ignore[misc, valid-type]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, object]:
+            return {"headers": headers}
+
+        def validate_response(self, response: schemathesis.Response, case: schemathesis.Case, **kwargs: object) -> None:
+            case.validate_response(response, checks=CHECKS)
+
+    Signed.run(settings=hypothesis.settings(FUZZ, max_examples=15, stateful_step_count=6))
