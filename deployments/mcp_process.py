@@ -5,7 +5,13 @@ be found by name from any replica or agent on the cluster, and be restarted
 when it dies, without a home-made registry. The actor is named and detached
 (`mcp-<server>` in namespace "sutazai"); Ray restarts the actor itself if its
 process dies, and the actor restarts the server process, with exponential
-backoff, if that dies.
+backoff, if that dies. A command that does not exist is failed at once: no
+restart can find it.
+
+A `per_user` server has one actor per user (`mcp-<server>-<user id>`), created
+by the gateway on the user's first call; once unused for `idle_timeout_s` it
+stops its server, refuses new calls (`InstanceRetired`, which the gateway
+answers by creating a fresh one) and ends itself.
 
 One `ClientSession` carries many concurrent calls (JSON-RPC ids correlate
 them); a semaphore caps how many are in flight at the server. Calls are never
@@ -20,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -34,8 +41,15 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CONNECTION_CLOSED, PaginatedRequestParams
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from sutazai.mcp.config import ServerConfig, expand_server, load_config, local_placeholders, shared_placeholders
-from sutazai.mcp.errors import CallTimedOut, ServerUnavailable
+from sutazai.mcp.config import (
+    Prepare,
+    ServerConfig,
+    expand_server,
+    load_config,
+    local_placeholders,
+    shared_placeholders,
+)
+from sutazai.mcp.errors import CallTimedOut, InstanceRetired, ServerUnavailable
 from sutazai.mcp.gateway import MCPGateway
 from sutazai.settings import Settings
 
@@ -47,8 +61,50 @@ SPAWN_MARK = "SUTAZAI_MCP_SPAWN"  # env var that tells our child apart from othe
 logger = logging.getLogger("sutazai.mcp.process")
 
 
-def actor_name(server: str) -> str:
-    return f"mcp-{server}"
+def actor_name(server: str, user: str | None = None) -> str:
+    return f"mcp-{server}" if user is None else f"mcp-{server}-{user}"
+
+
+class CommandNotFound(Exception):
+    """The server's command is not on this node: restarting cannot help, so the server is failed at once."""
+
+
+def _check_command(command: str, env: dict[str, str]) -> None:
+    """Raise CommandNotFound unless `command` is an executable file or found on PATH (as the spawn would)."""
+    if os.sep in command and not os.path.isabs(command):
+        return  # relative to the server's cwd: let the spawn decide
+    if shutil.which(command, path=env.get("PATH", os.environ.get("PATH"))) is None:
+        raise CommandNotFound(f"command {command!r} not found")
+
+
+async def run_prepare(prepare: Prepare) -> None:
+    """Run the entry's prepare command unless what it creates exists (expanded entry; see config.Prepare).
+
+    What a failed or timed-out run left behind is removed, so the next start runs it again.
+    """
+    if os.path.exists(prepare.creates):
+        return
+    _check_command(prepare.command[0], {})
+    proc = await asyncio.create_subprocess_exec(
+        *prepare.command,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(prepare.timeout_s):
+            _, stderr = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        shutil.rmtree(prepare.creates, ignore_errors=True)
+        raise RuntimeError(
+            f"prepare command {prepare.command[0]!r} did not finish within {prepare.timeout_s:g} s"
+        ) from None
+    if proc.returncode != 0:
+        shutil.rmtree(prepare.creates, ignore_errors=True)
+        tail = stderr.decode(errors="replace").strip()[-300:]
+        raise RuntimeError(f"prepare command {prepare.command[0]!r} exited with {proc.returncode}: {tail}")
 
 
 def _setup_logging() -> None:
@@ -105,7 +161,8 @@ def _result_dict(result: Any) -> dict:
         "is_error": bool(result.is_error),
         "content": content,
         "structured_content": result.structured_content,
-        "text": "\n".join(c["text"] for c in content if c.get("type") == "text"),
+        "text": _joined_text(content),
+        "truncated": False,
     }
 
 
@@ -115,6 +172,47 @@ def _error_result(message: str) -> dict:
         "content": [{"type": "text", "text": message}],
         "structured_content": None,
         "text": message,
+        "truncated": False,
+    }
+
+
+def _joined_text(content: list[dict]) -> str:
+    return "\n".join(c["text"] for c in content if c.get("type") == "text")
+
+
+def _size(value: Any) -> int:
+    """Bytes of a content item: the UTF-8 text of a text item, the JSON of anything else."""
+    if isinstance(value, dict) and value.get("type") == "text":
+        return len(value["text"].encode("utf-8"))
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+
+
+def _capped(result: dict, limit: int) -> dict:
+    """The result with at most `limit` bytes of content: text cut short, other items left out once
+    over, structured content left out when it alone is over; a last text item says so."""
+    total = sum(_size(c) for c in result["content"])
+    structured = result["structured_content"]
+    structured_size = _size(structured) if structured is not None else 0
+    if total <= limit and structured_size <= limit:
+        return result
+    budget, content = limit, []
+    for item in result["content"]:
+        if item.get("type") == "text":
+            text = item["text"].encode("utf-8")[:budget].decode("utf-8", errors="ignore")
+            if text:
+                content.append({**item, "text": text})
+            budget -= len(text.encode("utf-8"))
+        elif _size(item) <= budget:
+            content.append(item)
+            budget -= _size(item)
+    note = f"[result truncated: the tool returned {max(total, structured_size)} bytes; this server's limit is {limit}]"
+    content.append({"type": "text", "text": note})
+    return {
+        **result,
+        "content": content,
+        "structured_content": structured if structured_size <= limit else None,
+        "text": _joined_text(content),
+        "truncated": True,
     }
 
 
@@ -136,9 +234,9 @@ def _unsendable(tool: str, arguments: dict) -> str | None:
 class MCPProcess:
     """Owns one stdio MCP server process and its session; see the module docstring."""
 
-    def __init__(self, name: str, server: dict, values: dict[str, str]) -> None:
+    def __init__(self, name: str, server: dict, values: dict[str, str], user: str | None = None) -> None:
         _setup_logging()
-        self.name = name
+        self.name = name if user is None else f"{name}[{user[:8]}]"  # for messages and logs
         self.log = logging.getLogger(f"sutazai.mcp.server.{name}")
         self._config = ServerConfig.model_validate(server)
         self._values = dict(values)
@@ -159,6 +257,10 @@ class MCPProcess:
         self._restart_asked = False
         self._stopping = False
         self._supervisor: asyncio.Task | None = None
+        self._active = 0  # calls and listings under way, waiting ones included
+        self._last_used = time.monotonic()
+        self._retired = False  # a per_user server that went idle: it takes no more calls
+        self._reaper: asyncio.Task | None = None
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -167,6 +269,25 @@ class MCPProcess:
         if self._supervisor is None or self._supervisor.done():
             self._stopping = False
             self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+        if self._config.scope == "per_user" and self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._retire_when_idle())
+
+    async def _retire_when_idle(self) -> None:
+        """A per_user server: once unused for idle_timeout_s, stop it and end this actor."""
+        while True:
+            await asyncio.sleep(min(self._config.idle_timeout_s / 4, 5.0))
+            if not self._active and time.monotonic() - self._last_used >= self._config.idle_timeout_s:
+                break
+        self._retired = True  # from here every call raises InstanceRetired: the gateway makes a new actor
+        self.log.info("MCP server %r unused for %g s: stopping it", self.name, self._config.idle_timeout_s)
+        await self.stop()
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+    def _use(self) -> None:
+        """Every entry point: refuse when retired, else count as use (restarts the idle clock)."""
+        if self._retired:
+            raise InstanceRetired(f"MCP server {self.name!r} was stopped for being idle")
+        self._last_used = time.monotonic()
 
     async def _supervise(self) -> None:
         """Run the server; when it dies, start it again after a backoff, or give up after max_restarts."""
@@ -175,14 +296,19 @@ class MCPProcess:
             self._restart_asked = False
             self._wake.clear()
             started = time.monotonic()
+            permanent = False
             try:
                 await self._serve_once()
             except Exception as exc:  # a failed start: bad command, crash during initialize, timeout
-                self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                if not _alive(self._proc):
-                    self._last_error += f" (server process {self.pid} exited)"
-                if self._stderr_tail:
-                    self._last_error += f"; its stderr ended with: {self._stderr_tail[-1]}"
+                permanent = isinstance(exc, CommandNotFound)
+                if permanent:
+                    self._last_error = str(exc)
+                else:
+                    self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                    if not _alive(self._proc):
+                        self._last_error += f" (server process {self.pid} exited)"
+                    if self._stderr_tail:
+                        self._last_error += f"; its stderr ended with: {self._stderr_tail[-1]}"
                 self.log.error("MCP server %r failed: %s", self.name, self._last_error)
             finally:
                 self._mark_down()
@@ -197,9 +323,9 @@ class MCPProcess:
                 if time.monotonic() - started >= policy.stable_after_s:
                     failures = 0
                 failures += 1
-                if policy.max_restarts >= 0 and failures > policy.max_restarts:
+                if permanent or (policy.max_restarts >= 0 and failures > policy.max_restarts):
                     self._status = "failed"
-                    self.log.error("MCP server %r gave up after %d failed starts", self.name, failures - 1)
+                    self.log.error("MCP server %r gave up after %d failed starts", self.name, failures)
                     await self._wait_for_restart_request()
                     failures = 0
                     delay = 0.0
@@ -216,9 +342,15 @@ class MCPProcess:
 
     async def _serve_once(self) -> None:
         """Spawn, initialize, list tools, then serve until the process dies or a restart is asked."""
-        config = expand_server(self._config, {**local_placeholders(), **self._values})
+        values = {**local_placeholders(), **self._values}
+        config = expand_server(self._config, values)
+        if "USER_DIR" in values:
+            Path(values["USER_DIR"]).mkdir(parents=True, exist_ok=True)
         for folder in config.ensure_dirs:
             Path(folder).mkdir(parents=True, exist_ok=True)
+        if config.prepare is not None:
+            await run_prepare(config.prepare)
+        _check_command(config.command, config.env)
         mark = uuid.uuid4().hex
         params = StdioServerParameters(
             command=config.command, args=config.args, env={**config.env, SPAWN_MARK: mark}, cwd=config.cwd
@@ -244,7 +376,7 @@ class MCPProcess:
             self._server_info = (
                 init.server_info.model_dump(mode="json", exclude_none=True) if init.server_info else None
             )
-            self._tools = tools
+            self._tools = [t for t in tools if config.allows(t["name"])]
             self._session = session
             self._generation += 1
             self._ready_since = time.monotonic()
@@ -330,6 +462,7 @@ class MCPProcess:
 
     async def configure(self, server: dict, values: dict[str, str]) -> dict:
         """Adopt a changed config entry (restarting the server); a no-op when nothing changed."""
+        self._use()
         config = ServerConfig.model_validate(server)
         if config.fingerprint() != self._config.fingerprint() or values != self._values:
             self.log.info("MCP server %r reconfigured; restarting it", self.name)
@@ -343,21 +476,40 @@ class MCPProcess:
 
     async def list_tools(self, timeout: float | None = None) -> dict:
         """The tools as listed at the last start, with the start they belong to."""
+        self._use()
         timeout = timeout or self._config.start_timeout_s
+        self._active += 1
         try:
             async with asyncio.timeout(timeout):
                 await self._session_when_ready()
         except TimeoutError:
             raise ServerUnavailable(self._not_ready_message(timeout)) from None
+        finally:
+            self._active -= 1
+            self._last_used = time.monotonic()
         return {"generation": self._generation, "tools": self._tools}
 
     async def call_tool(self, tool: str, arguments: dict | None = None, timeout: float | None = None) -> dict:
         """Call one tool. A tool's own failure is a result with is_error; a dead or slow server raises."""
-        timeout = timeout or self._config.call_timeout_s
+        self._use()
+        self._active += 1
+        try:
+            result = await self._call_tool(tool, arguments or {}, timeout or self._config.call_timeout_s)
+        finally:
+            self._active -= 1
+            self._last_used = time.monotonic()
+        return _capped(result, self._config.max_result_bytes)
+
+    async def _call_tool(self, tool: str, arguments: dict, timeout: float) -> dict:
         waiting_for = "start"
         generation = self._generation
         session: ClientSession | None = None
-        problem = _unsendable(tool, arguments or {})
+        if not self._config.allows(tool):
+            return {
+                **_error_result(f"tool {tool!r} is not allowed on MCP server {self.name!r}"),
+                "generation": generation,
+            }
+        problem = _unsendable(tool, arguments)
         if problem is not None:
             return {**_error_result(problem), "generation": generation}
         try:
@@ -370,7 +522,7 @@ class MCPProcess:
                     generation = self._generation
                     self._in_flight += 1
                     try:
-                        result = await session.call_tool(tool, arguments or {})
+                        result = await session.call_tool(tool, arguments)
                     finally:
                         self._in_flight -= 1
         except TimeoutError:
@@ -396,6 +548,7 @@ class MCPProcess:
 
     async def restart(self, wait_s: float | None = None) -> dict:
         """Admin: stop the server and start it again now; waits for it to be ready (bounded)."""
+        self._use()
         generation = self._generation
         self._restart_asked = True
         self._wake.set()
@@ -418,6 +571,8 @@ class MCPProcess:
 
     async def health(self, timeout: float = 3.0) -> dict:
         """Status plus a ping through the session: proves the server answers, not just that it runs."""
+        if self._retired:
+            raise InstanceRetired(f"MCP server {self.name!r} was stopped for being idle")
         self._ensure_supervisor()
         status = self.status()
         session = self._session
@@ -446,6 +601,7 @@ class MCPProcess:
             "uptime_s": round(time.monotonic() - self._ready_since, 1) if self._ready_since else None,
             "server_info": self._server_info,
             "fingerprint": self._config.fingerprint(),
+            "scope": self._config.scope,
         }
 
     def _not_ready_message(self, timeout: float) -> str:
@@ -453,10 +609,13 @@ class MCPProcess:
         return f"MCP server {self.name!r} is {self._status}, not ready within {timeout:g} s{why}"
 
 
-def get_or_create(name: str, server: ServerConfig, values: dict[str, str], namespace: str = NAMESPACE) -> Any:
-    """The named detached actor for a server, created on first use (`get_if_exists` makes it race-free)."""
+def get_or_create(
+    name: str, server: ServerConfig, values: dict[str, str], namespace: str = NAMESPACE, user: str | None = None
+) -> Any:
+    """The named detached actor for a server (a user's own for a per_user one), created on first use
+    (`get_if_exists` makes it race-free)."""
     options: dict[str, Any] = dict(
-        name=actor_name(name),
+        name=actor_name(name, user),
         namespace=namespace,
         lifetime="detached",
         get_if_exists=True,
@@ -469,7 +628,18 @@ def get_or_create(name: str, server: ServerConfig, values: dict[str, str], names
         options["resources"] = server.resources
     if server.node_id:
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(server.node_id, soft=False)
-    return MCPProcess.options(**options).remote(name, server.model_dump(), values)  # type: ignore[attr-defined]
+    return MCPProcess.options(**options).remote(name, server.model_dump(), values, user)  # type: ignore[attr-defined]
+
+
+def _end_shared_actor(name: str, namespace: str) -> None:
+    """A server now per_user may still have its shared actor from an earlier config: end it, so no
+    process keeps serving one folder to every user."""
+    try:
+        actor = ray.get_actor(actor_name(name), namespace=namespace)
+    except ValueError:
+        return
+    logger.warning("MCP server %r is per user now: ending its shared actor", name)
+    ray.kill(actor, no_restart=True)
 
 
 async def connect_gateway(settings: Settings, *, namespace: str = NAMESPACE, timeout_s: float = 30.0) -> MCPGateway:
@@ -481,7 +651,15 @@ async def connect_gateway(settings: Settings, *, namespace: str = NAMESPACE, tim
     actors = {
         name: await asyncio.to_thread(get_or_create, name, server, values, namespace)
         for name, server in config.enabled().items()
+        if server.scope == "shared"
     }
-    gateway = MCPGateway(settings, config, actors)
-    await gateway.configure(values, timeout_s=timeout_s)
+    for name, server in config.enabled().items():
+        if server.scope == "per_user":
+            await asyncio.to_thread(_end_shared_actor, name, namespace)
+
+    def spawn(name: str, server: ServerConfig, user_values: dict[str, str], user: str) -> Any:
+        return get_or_create(name, server, user_values, namespace, user)
+
+    gateway = MCPGateway(settings, config, actors, values=values, spawn=spawn)
+    await gateway.configure(timeout_s=timeout_s)
     return gateway

@@ -11,3 +11,7 @@ class ServerUnavailable(Exception):
 
 class CallTimedOut(ServerUnavailable):
     """The call did not finish within its timeout."""
+
+
+class InstanceRetired(ServerUnavailable):
+    """A per_user server's actor stopped for being idle: nothing ran; the gateway makes a new one."""

@@ -1,19 +1,28 @@
 """What an ingress replica uses to reach the MCP process actors.
 
 The gateway holds no server state of its own: the actors own the processes and
-sessions. It knows the config (roles, timeouts), checks the caller's role and
-the arguments against the tool's input schema before anything crosses to the
-actor, and turns failures into the API's errors: 404 unknown server or tool,
-403 role, 422 arguments, 503 (with Retry-After) when a server is down, restarting
-or too slow. A tool that fails on its own is a normal result with `is_error`.
+sessions. It knows the config (roles, timeouts, allowed tools), checks the
+caller's role and the arguments (UTF-8 JSON, then the tool's input schema)
+before anything crosses to the actor, and turns failures into the API's errors:
+404 unknown server or tool, 403 role or a tool not allowed, 422 arguments, 503
+(with Retry-After) when a server is down, restarting or too slow. A tool that
+fails on its own is a normal result with `is_error`.
+
+A `per_user` server has one actor per user, made through `spawn` at the user's
+first call; the gateway remembers it and, when it has not heard from it for half
+its idle timeout, reaches it again (which restarts its idle clock) before using
+it, replacing it if it retired meanwhile. Only that reach is ever repeated: a
+tool call never is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +32,28 @@ from jsonschema import Draft202012Validator
 from ray.exceptions import RayActorError, RayTaskError
 
 from sutazai.errors import Forbidden, InvalidInput, NotFound, Unavailable
-from sutazai.mcp.config import MCPConfig
-from sutazai.mcp.errors import ServerUnavailable
+from sutazai.mcp.config import USER_PLACEHOLDER, MCPConfig, ServerConfig, user_placeholders
+from sutazai.mcp.errors import InstanceRetired, ServerUnavailable
 from sutazai.settings import Settings
 
 logger = logging.getLogger("sutazai.mcp.gateway")
 
 ACTOR_SLACK_S = 5.0  # beyond a call's own timeout, for the hop to the actor
+
+
+# What GET /servers shows of a server to a caller whose role may not use it.
+PUBLIC_STATUS = ("name", "status", "roles", "tools")
+
+# Makes or finds the actor of a per_user server for one user: (server, config, placeholders, user) -> handle.
+Spawn = Callable[[str, ServerConfig, dict[str, str], str], Any]
+
+
+@dataclass
+class _Instance:
+    """A user's actor of a per_user server, and when it last answered (its idle clock was reset then)."""
+
+    actor: Any
+    seen: float
 
 
 @dataclass
@@ -61,20 +85,35 @@ def _cause(exc: BaseException) -> BaseException:
 class MCPGateway:
     """Routes tool listing and calls to the named MCP actors; see the module docstring."""
 
-    def __init__(self, settings: Settings, config: MCPConfig, actors: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: MCPConfig,
+        actors: dict[str, Any],
+        *,
+        values: dict[str, str] | None = None,
+        spawn: Spawn | None = None,
+    ) -> None:
         self.settings = settings
         self.config = config
-        self.actors = actors  # server name -> ActorHandle, enabled servers only
-        self._listings: dict[str, _Listing] = {}
+        self.actors = actors  # server name -> ActorHandle, enabled shared servers only
+        self.values = values or {}  # the placeholders the gateway decides (DATA_DIR, CONFIG_DIR)
+        self._spawn = spawn  # makes (or finds) a user's actor of a per_user server
+        self._instances: dict[str, _Instance] = {}  # "<server>/<user>" -> that user's actor, as last seen
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._listings: dict[str, _Listing] = {}  # by server name, or "<server>/<user>" for per_user ones
+        for name, server in config.enabled().items():
+            if server.scope == "per_user" and USER_PLACEHOLDER not in server.placeholders():
+                logger.warning("MCP server %r runs per user but uses no ${USER_DIR}: its users share its data", name)
 
-    async def configure(self, values: dict[str, str], *, timeout_s: float = 30.0) -> None:
-        """Hand every actor the current config; servers then start in the background.
+    async def configure(self, *, timeout_s: float = 30.0) -> None:
+        """Hand every shared server's actor the current config; servers then start in the background.
 
         Returns once every actor has been reached (or `timeout_s`), not when every
-        server is ready.
+        server is ready. A per_user server's actors get the config at each user's first call.
         """
         futures = {
-            name: _as_future(actor.configure.remote(self.config.mcp_servers[name].model_dump(), values))
+            name: _as_future(actor.configure.remote(self.config.mcp_servers[name].model_dump(), self.values))
             for name, actor in self.actors.items()
         }
         if futures:
@@ -88,37 +127,57 @@ class MCPGateway:
 
     # ---- reading --------------------------------------------------------
 
-    async def servers(self) -> list[dict]:
-        """Every configured server with its status (disabled ones too), for GET /servers."""
-        names = list(self.config.mcp_servers)
-        statuses = await asyncio.gather(*(self._status(name) for name in names))
-        return [
-            {**status, "roles": self.config.mcp_servers[name].roles}
-            for name, status in zip(names, statuses, strict=True)
-        ]
+    async def servers(self, role: str | None = None, user: str | None = None) -> list[dict]:
+        """Every configured server with its status (disabled ones too), for GET /servers.
 
-    async def tools(self, name: str, role: str | None = None) -> list[dict]:
+        A per_user server shows `user`'s own process ("idle" until their first call). With a
+        role, a server that role may not use shows only its name, status, roles and tool count:
+        process ids and stderr tails are for the people who use it.
+        """
+        names = list(self.config.mcp_servers)
+        statuses = await asyncio.gather(*(self._status(name, user) for name in names))
+        out = []
+        for name, status in zip(names, statuses, strict=True):
+            server = self.config.mcp_servers[name]
+            entry = {**status, "name": name, "roles": server.roles, "scope": server.scope}
+            if role is not None and role not in server.roles:
+                entry = {key: entry[key] for key in PUBLIC_STATUS if key in entry}
+            out.append(entry)
+        return out
+
+    async def tools(self, name: str, role: str | None = None, user: str | None = None) -> list[dict]:
         """The server's tools (name, description, input_schema...), as listed at its last start.
 
         With a role, a caller who may not use the server may not see its tools either (403).
         """
-        self._actor(name)
+        self._server(name)
         if role is not None:
             self._check_role(name, role)
-        return list((await self._listing(name)).tools.values())
+        key, actor = await self._target(name, user)
+        return list((await self._listing(key, actor)).tools.values())
 
     async def execute(
-        self, server: str, tool: str, arguments: dict | None, role: str, *, timeout: float | None = None
+        self,
+        server: str,
+        tool: str,
+        arguments: dict | None,
+        role: str,
+        *,
+        user: str | None = None,
+        timeout: float | None = None,
     ) -> dict:
-        """Call a tool for a caller with `role`. Raises NotFound, Forbidden, InvalidInput or
-        Unavailable; a tool's own failure is a result."""
-        actor = self._actor(server)
-        config = self.config.mcp_servers[server]
+        """Call a tool for a caller with `role` (and, for a per_user server, on `user`'s own process).
+        Raises NotFound, Forbidden, InvalidInput or Unavailable; a tool's own failure is a result."""
+        config = self._server(server)
         self._check_role(server, role)
+        if not config.allows(tool):
+            allowed = ", ".join(config.tools_allowed or []) or "none"
+            raise Forbidden(f"MCP server {server!r} does not allow tool {tool!r} (allowed: {allowed})")
         arguments = arguments if arguments is not None else {}
-        listing = await self._listing(server)
+        key, actor = await self._target(server, user)
+        listing = await self._listing(key, actor)
         if tool not in listing.tools:
-            listing = await self._listing(server, refresh=True)  # the server may have been upgraded
+            listing = await self._listing(key, actor, refresh=True)  # the server may have been upgraded
         if tool not in listing.tools:
             known = ", ".join(sorted(listing.tools)) or "none"
             raise NotFound(f"MCP server {server!r} has no tool {tool!r} (tools: {known})")
@@ -127,20 +186,24 @@ class MCPGateway:
 
         timeout = timeout or config.call_timeout_s
         started = time.perf_counter()
-        result = await self._ask(server, actor.call_tool.remote(tool, arguments, timeout), timeout + ACTOR_SLACK_S)
+        result = await self._ask(key, actor.call_tool.remote(tool, arguments, timeout), timeout + ACTOR_SLACK_S)
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
         if result.pop("generation", listing.generation) != listing.generation:
-            self._listings.pop(server, None)  # the server restarted: list its tools again next time
+            self._listings.pop(key, None)  # the server restarted: list its tools again next time
         return {"server": server, "tool": tool, **result, "latency_ms": latency_ms}
 
     async def health(self) -> dict[str, dict]:
-        """Per enabled server: status, round-trip latency through actor and server (a ping), restarts."""
+        """Per enabled server: status, round-trip latency through actor and server (a ping), restarts.
+
+        A per_user server is "ready" unless a user's process this gateway knows of is not;
+        `instances` counts those processes.
+        """
         timeout = self.settings.health_timeout_s
 
-        async def one(name: str) -> dict:
+        async def one(actor: Any) -> dict:
             started = time.perf_counter()
             try:
-                status = await asyncio.wait_for(_as_future(self.actors[name].health.remote(timeout)), timeout + 1)
+                status = await asyncio.wait_for(_as_future(actor.health.remote(timeout)), timeout + 1)
             except Exception as exc:
                 return {"status": "unreachable", "latency_ms": None, "error": _message(exc)}
             return {
@@ -153,20 +216,35 @@ class MCPGateway:
                 "last_error": status["last_error"],
             }
 
-        names = list(self.actors)
-        return dict(zip(names, await asyncio.gather(*(one(n) for n in names)), strict=True))
+        async def per_user(name: str) -> dict:
+            keys = [key for key in self._instances if _server_of(key) == name]
+            reports = await asyncio.gather(*(one(self._instances[key].actor) for key in keys))
+            live = []
+            for key, report in zip(keys, reports, strict=True):
+                if report["status"] == "unreachable":
+                    self._forget(key)  # it retired for being idle (or is gone): reached afresh at next use
+                else:
+                    live.append(report)
+            trouble = next((r for r in live if r["status"] != "ready"), None)
+            return {**(trouble or {"status": "ready", "latency_ms": None}), "instances": len(live)}
+
+        names = [name for name, server in self.config.enabled().items()]
+        reports = await asyncio.gather(*(one(self.actors[n]) if n in self.actors else per_user(n) for n in names))
+        return dict(zip(names, reports, strict=True))
 
     # ---- admin ----------------------------------------------------------
 
-    async def restart(self, name: str) -> dict:
-        """Stop the server process and start it again; returns its status once ready (bounded wait)."""
-        actor = self._actor(name)
-        self._listings.pop(name, None)
-        wait = self.config.mcp_servers[name].start_timeout_s
-        return await self._ask(name, actor.restart.remote(wait), wait + ACTOR_SLACK_S)
+    async def restart(self, name: str, user: str | None = None) -> dict:
+        """Stop the server process and start it again; returns its status once ready (bounded wait).
+        For a per_user server, `user`'s own process."""
+        config = self._server(name)
+        key, actor = await self._target(name, user)
+        self._listings.pop(key, None)
+        wait = config.start_timeout_s
+        return {**await self._ask(key, actor.restart.remote(wait), wait + ACTOR_SLACK_S), "name": name}
 
     async def wait_ready(self, timeout: float = 60.0) -> dict[str, str]:
-        """Wait until every enabled server is ready (or failed); returns name -> status."""
+        """Wait until every enabled shared server is ready (or failed); returns name -> status."""
         deadline = time.monotonic() + timeout
         while True:
             statuses = {s["name"]: s["status"] for s in await self.servers() if s["name"] in self.actors}
@@ -175,46 +253,114 @@ class MCPGateway:
             await asyncio.sleep(0.1)
 
     async def shutdown(self) -> None:
-        """Stop every server and end its actor (detached actors outlive the app otherwise)."""
+        """Stop every server and end its actor (detached actors outlive the app otherwise);
+        per_user ones too, as far as this gateway knows them."""
 
         async def one(name: str, actor: Any) -> None:
             try:
                 await asyncio.wait_for(_as_future(actor.stop.remote()), 15)
             except Exception as exc:
                 logger.warning("stopping MCP server %r: %s", name, _message(exc))
-            ray.kill(actor, no_restart=True)
+            with contextlib.suppress(Exception):  # a per_user actor may have ended itself
+                ray.kill(actor, no_restart=True)
 
-        await asyncio.gather(*(one(name, actor) for name, actor in self.actors.items()))
+        actors = {**self.actors, **{key: i.actor for key, i in self._instances.items()}}
+        self._instances.clear()
+        await asyncio.gather(*(one(name, actor) for name, actor in actors.items()))
 
     # ---- helpers --------------------------------------------------------
 
-    def _actor(self, name: str) -> Any:
+    def _server(self, name: str) -> ServerConfig:
+        """The server's config; NotFound when it is not configured or disabled."""
         if name not in self.config.mcp_servers:
             known = ", ".join(sorted(self.config.mcp_servers)) or "none"
             raise NotFound(f"MCP server {name!r} not found (servers: {known})")
-        if name not in self.actors:
+        server = self.config.mcp_servers[name]
+        if not server.enabled:
             raise NotFound(f"MCP server {name!r} is disabled in the configuration")
-        return self.actors[name]
+        return server
 
     def _check_role(self, name: str, role: str) -> None:
         if role not in self.config.mcp_servers[name].roles:
             raise Forbidden(f"role {role!r} may not use MCP server {name!r}")
 
-    async def _status(self, name: str) -> dict:
-        if name not in self.actors:
+    async def _target(self, name: str, user: str | None) -> tuple[str, Any]:
+        """The actor that serves `name` for `user`, and the key its tools are cached under."""
+        server = self.config.mcp_servers[name]
+        if server.scope == "shared":
+            return name, self.actors[name]
+        if user is None or self._spawn is None:
+            raise Forbidden(f"MCP server {name!r} runs one process per user: it needs a signed-in user")
+        key = f"{name}/{user}"
+        instance = self._instances.get(key)
+        if instance is None or time.monotonic() - instance.seen > server.idle_timeout_s / 2:
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                instance = await self._touch(name, user, key)
+        return key, instance.actor
+
+    async def _touch(self, name: str, user: str, key: str) -> _Instance:
+        """Reach the user's actor (creating it if there is none) and restart its idle clock.
+
+        An actor that retired for being idle, or ended, ran nothing of ours: it is replaced,
+        waiting for Ray to release its name, within the server's start timeout.
+        """
+        assert self._spawn is not None
+        server = self.config.mcp_servers[name]
+        values = user_placeholders(self.values, user)
+        deadline = time.monotonic() + server.start_timeout_s
+        while True:
+            instance = self._instances.get(key)
+            actor = instance.actor if instance else await asyncio.to_thread(self._spawn, name, server, values, user)
+            try:
+                remaining = max(deadline - time.monotonic(), 0.1)
+                await asyncio.wait_for(_as_future(actor.configure.remote(server.model_dump(), values)), remaining)
+            except TimeoutError:
+                raise Unavailable(
+                    f"MCP server {name!r} did not answer within {server.start_timeout_s:g} s",
+                    self.settings.retry_after_s,
+                ) from None
+            except (RayActorError, InstanceRetired):  # Ray raises the actor's exception as its own class too
+                self._forget(key)
+                if time.monotonic() > deadline:
+                    raise Unavailable(
+                        f"MCP server {name!r}: no process for this user yet", self.settings.retry_after_s
+                    ) from None
+                await asyncio.sleep(0.1)
+                continue
+            instance = _Instance(actor, time.monotonic())
+            self._instances[key] = instance
+            return instance
+
+    def _forget(self, key: str) -> None:
+        self._instances.pop(key, None)
+        self._listings.pop(key, None)
+
+    async def _status(self, name: str, user: str | None) -> dict:
+        server = self.config.mcp_servers[name]
+        if not server.enabled:
             return {"name": name, "status": "disabled"}
+        key = name if server.scope == "shared" else f"{name}/{user}"
+        instance = self._instances.get(key)
+        actor = self.actors[name] if server.scope == "shared" else (instance.actor if instance else None)
+        if actor is None:
+            return {"name": name, "status": "idle"}  # a per_user server starts at the user's first call
         try:
-            return await asyncio.wait_for(_as_future(self.actors[name].status.remote()), self.settings.health_timeout_s)
+            return await asyncio.wait_for(_as_future(actor.status.remote()), self.settings.health_timeout_s)
+        except RayActorError:
+            if server.scope == "per_user":  # it retired for being idle
+                self._forget(key)
+                return {"name": name, "status": "idle"}
+            return {"name": name, "status": "unreachable", "last_error": "the actor is not reachable"}
         except Exception as exc:
             return {"name": name, "status": "unreachable", "last_error": _message(exc)}
 
-    async def _listing(self, name: str, refresh: bool = False) -> _Listing:
-        listing = self._listings.get(name)
+    async def _listing(self, key: str, actor: Any, refresh: bool = False) -> _Listing:
+        listing = self._listings.get(key)
         if listing is None or refresh:
-            wait = self.config.mcp_servers[name].call_timeout_s  # a request waits this long for a (re)start
-            data = await self._ask(name, self.actors[name].list_tools.remote(wait), wait + ACTOR_SLACK_S)
+            wait = self.config.mcp_servers[_server_of(key)].call_timeout_s  # a request waits this long for a start
+            data = await self._ask(key, actor.list_tools.remote(wait), wait + ACTOR_SLACK_S)
             listing = _Listing(data["generation"], {t["name"]: t for t in data["tools"]})
-            self._listings[name] = listing
+            self._listings[key] = listing
         return listing
 
     def _validate(self, server: str, tool: str, arguments: Any, listing: _Listing) -> None:
@@ -236,11 +382,12 @@ class MCPGateway:
             details=details,
         )
 
-    async def _ask(self, name: str, ref: Any, timeout: float) -> Any:
+    async def _ask(self, key: str, ref: Any, timeout: float) -> Any:
         """Await an actor call, turning a down server, a dead actor or a timeout into a 503."""
+        name = _server_of(key)
         try:
             async with asyncio.timeout(timeout):  # cheaper than wait_for: no extra task per call
-                return await ref
+                result = await ref
         except TimeoutError:
             message = f"MCP server {name!r} did not answer within {timeout:g} s"
         except (RayTaskError, ServerUnavailable) as exc:
@@ -248,10 +395,22 @@ class MCPGateway:
             if not isinstance(cause, ServerUnavailable):
                 raise
             message = str(cause)
+            if isinstance(cause, InstanceRetired):
+                self._forget(key)
         except RayActorError as exc:
             message = f"MCP process actor for {name!r} is not reachable ({type(exc).__name__}); Ray is restarting it"
-        self._listings.pop(name, None)  # list the tools again once it is back
+            self._instances.pop(key, None)  # a per_user one is reached afresh next time
+        else:
+            if (instance := self._instances.get(key)) is not None:
+                instance.seen = time.monotonic()
+            return result
+        self._listings.pop(key, None)  # list the tools again once it is back
         raise Unavailable(message, self.settings.retry_after_s)
+
+
+def _server_of(key: str) -> str:
+    """The server name of a listing/instance key ("time", or "filesystem/<user>")."""
+    return key.split("/", 1)[0]
 
 
 def _check_encodable(arguments: dict) -> None:

@@ -6,23 +6,28 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sutazai.schemas.common import Text
+
 
 class ExecuteRequest(BaseModel):
     """POST /api/v1/mcp/execute body: one tool call."""
 
     model_config = ConfigDict(extra="forbid")
 
-    server: str = Field(min_length=1, max_length=64)
-    tool: str = Field(min_length=1, max_length=128)
+    server: Text = Field(min_length=1, max_length=64)
+    tool: Text = Field(min_length=1, max_length=128)
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
 class ServerStatus(BaseModel):
-    """A configured server as its actor reports it (a disabled one has only name and status)."""
+    """A configured server as its actor reports it. A disabled one has only name and status; a caller
+    whose role may not use it sees only name, status, roles and tools; a per_user one is the caller's own
+    process, "idle" before their first call."""
 
     name: str
     status: str
     roles: list[str] = []
+    scope: str | None = None
     pid: int | None = None
     actor_pid: int | None = None
     restarts: int | None = None
@@ -53,4 +58,5 @@ class ToolResult(BaseModel):
     content: list[dict[str, Any]]
     structured_content: Any = None
     text: str
+    truncated: bool = False  # the result was over the server's max_result_bytes: a note ends the content
     latency_ms: float

@@ -2,15 +2,16 @@
 
 Ray is started here (package scope) unless the session already runs one, and
 stopped when this folder is done, so the app tests can start their own. The
-servers are the real ones: the PyPI time server, the npm filesystem server, and
-the npm "everything" reference server for a tool that runs long enough to be
-killed mid-call.
+servers are the real ones: the PyPI time and git servers, the npm filesystem
+server (one process per user), and the npm "everything" reference server for a
+tool that runs long enough to be killed mid-call.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,33 @@ def servers_file(data_dir: Path) -> dict:
             "time": {"command": "${PYTHON}", "args": ["-m", "mcp_server_time"], "call_timeout_s": 10},
             "filesystem": {
                 "command": str(NODE_BIN / "mcp-server-filesystem"),
-                "args": ["${DATA_DIR}/files"],
-                "ensure_dirs": ["${DATA_DIR}/files"],
+                "args": ["${USER_DIR}/files"],
+                "ensure_dirs": ["${USER_DIR}/files"],
+                "scope": "per_user",
+                "max_result_bytes": 64 * 1024,
+            },
+            # Per user too, idle after a second: for watching one stop and come back.
+            "scratch": {
+                "command": str(NODE_BIN / "mcp-server-filesystem"),
+                "args": ["${USER_DIR}"],
+                "idle_timeout_s": 1,
+            },
+            # Like the shipped file: a clone of this project, read tools only.
+            "git": {
+                "command": "${PYTHON}",
+                "args": ["-m", "mcp_server_git", "--repository", "${DATA_DIR}/git-mirror"],
+                "prepare": {
+                    "creates": "${DATA_DIR}/git-mirror",
+                    "command": [
+                        "git",
+                        "clone",
+                        "--quiet",
+                        "--no-hardlinks",
+                        "${PROJECT_ROOT}",
+                        "${DATA_DIR}/git-mirror",
+                    ],
+                },
+                "tools_allowed": ["git_status", "git_log"],
             },
             "everything": {
                 "command": str(NODE_BIN / "mcp-server-everything"),
@@ -48,6 +74,8 @@ def servers_file(data_dir: Path) -> dict:
                 "args": ["-c", "import sys; print('broken on purpose', file=sys.stderr); sys.exit(3)"],
                 "restart": {"max_restarts": 1, "backoff_initial_s": 0.1},
             },
+            # A command this machine does not have: failed at once, saying so.
+            "missing": {"command": "uvx-is-not-installed-here", "args": ["mcp-server-time"]},
             "off": {"command": "${PYTHON}", "args": ["-m", "mcp_server_time"], "enabled": False},
         }
     }
@@ -88,16 +116,24 @@ async def gateway(ray_cluster, mcp_settings):
 
     gateway = await connect_gateway(mcp_settings, namespace=NAMESPACE)
     statuses = await gateway.wait_ready(timeout=60)
-    assert statuses == {"time": "ready", "filesystem": "ready", "everything": "ready", "broken": "failed"}, statuses
+    expected = {"time": "ready", "git": "ready", "everything": "ready", "broken": "failed", "missing": "failed"}
+    assert statuses == expected, statuses
     yield gateway
     await gateway.shutdown()
 
 
 @pytest.fixture
 def status(gateway):
-    """`await status("time")`: one server's status dict as GET /servers shows it."""
+    """`await status("time")`: one server's status dict as GET /servers shows it
+    (`status("filesystem", user)`: that user's own process of a per_user server)."""
 
-    async def one(name: str) -> dict:
-        return next(s for s in await gateway.servers() if s["name"] == name)
+    async def one(name: str, user: str | None = None) -> dict:
+        return next(s for s in await gateway.servers(user=user) if s["name"] == name)
 
     return one
+
+
+@pytest.fixture
+def user() -> str:
+    """A new user id, as the routes pass it (the user's UUID in hex)."""
+    return uuid.uuid4().hex

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import uuid
 
 import httpx
 import pytest_asyncio
@@ -166,3 +167,51 @@ async def test_an_admins_read_write_api_key_cannot_reach_an_admin_only_server(cl
     assert response.status_code == 403
     tools = await client.client.get("/api/v1/mcp/servers/everything/tools", headers=key_headers)
     assert tools.status_code == 403
+
+
+async def audit_of(client: RoleClient, role: str) -> list[dict]:
+    """The mcp.execute audit entries of the signed-in user of `role`, newest first."""
+    me = (await client.get("/api/v1/auth/me", role=role)).json()
+    params = f"action=mcp.execute&actor_id={me['id']}"
+    return (await client.get(f"/api/v1/audit?{params}")).json()["items"]
+
+
+async def test_every_execute_is_audited_with_the_argument_names_but_not_their_values(client):
+    body = {"server": "time", "tool": "get_current_time", "arguments": {"timezone": "Pacific/Chatham"}}
+    assert (await client.post("/api/v1/mcp/execute", json=body, role="user")).status_code == 200
+    entry = (await audit_of(client, "user"))[0]
+    assert entry["target"] == "time/get_current_time"
+    assert entry["details"] == {"arguments": ["timezone"], "is_error": False}
+    assert "Chatham" not in json.dumps(entry)
+
+
+async def test_a_refused_execute_is_audited_with_its_error_code(client):
+    body = {"server": "everything", "tool": "echo", "arguments": {"message": "hi"}}
+    assert (await client.post("/api/v1/mcp/execute", json=body, role="user")).status_code == 403
+    entry = (await audit_of(client, "user"))[0]
+    assert (entry["target"], entry["details"]) == ("everything/echo", {"arguments": ["message"], "error": "forbidden"})
+
+
+async def test_a_viewer_sees_only_name_status_roles_and_tools_of_servers_it_may_not_use(client):
+    servers = {s["name"]: s for s in (await client.get("/api/v1/mcp/servers", role="viewer")).json()["items"]}
+    hidden = {k: v for k, v in servers["broken"].items() if k not in ("name", "status", "roles", "tools")}
+    assert servers["broken"]["status"] == "failed"
+    assert all(v is None for v in hidden.values()), hidden
+    assert servers["time"]["pid"] is None and servers["time"]["actor_pid"] is None
+
+
+async def test_a_user_sees_the_last_error_of_a_server_they_may_use(client):
+    servers = {s["name"]: s for s in (await client.get("/api/v1/mcp/servers", role="user")).json()["items"]}
+    assert "broken on purpose" in servers["broken"]["last_error"]
+    assert servers["everything"]["pid"] is None  # admin-only
+
+
+async def test_each_signed_in_user_has_their_own_files(client, mcp_settings):
+    me = (await client.get("/api/v1/auth/me", role="user")).json()
+    path = str(mcp_settings.data_dir / "users" / uuid.UUID(me["id"]).hex / "files" / "diary.txt")
+    write = {"server": "filesystem", "tool": "write_file", "arguments": {"path": path, "content": "dear diary"}}
+    assert (await client.post("/api/v1/mcp/execute", json=write, role="user")).json()["is_error"] is False
+    read = {"server": "filesystem", "tool": "read_text_file", "arguments": {"path": path}}
+    assert (await client.post("/api/v1/mcp/execute", json=read, role="user")).json()["text"] == "dear diary"
+    other = (await client.post("/api/v1/mcp/execute", json=read, role="admin")).json()
+    assert other["is_error"] is True and "dear diary" not in other["text"]

@@ -9,9 +9,11 @@ import time
 
 import psutil
 import pytest
+import ray
 
 from sutazai.api.errors import status_of
 from sutazai.errors import SutazaiError
+from tests.mcp.conftest import NAMESPACE
 
 
 async def wait_until(predicate, timeout: float = 10.0):
@@ -52,14 +54,14 @@ async def test_the_python_time_server_answers_a_tool_call(gateway):
     assert "+09:00" in result["text"]
 
 
-async def test_the_npm_filesystem_server_writes_and_reads_a_file_in_the_data_folder(gateway, mcp_settings):
-    path = mcp_settings.data_dir / "files" / "note.txt"
+async def test_the_npm_filesystem_server_writes_and_reads_a_file_in_the_users_folder(gateway, mcp_settings, user):
+    path = mcp_settings.data_dir / "users" / user / "files" / "note.txt"
     written = await gateway.execute(
-        "filesystem", "write_file", {"path": str(path), "content": "hello from a test"}, "user"
+        "filesystem", "write_file", {"path": str(path), "content": "hello from a test"}, "user", user=user
     )
     assert written["is_error"] is False
     assert path.read_text() == "hello from a test"
-    read = await gateway.execute("filesystem", "read_text_file", {"path": str(path)}, "user")
+    read = await gateway.execute("filesystem", "read_text_file", {"path": str(path)}, "user", user=user)
     assert read["text"] == "hello from a test"
 
 
@@ -77,8 +79,8 @@ async def test_a_tool_that_fails_returns_is_error_with_the_servers_message(gatew
     assert "Mars/Olympus_Mons" in result["text"]
 
 
-async def test_the_filesystem_server_refuses_paths_outside_its_data_folder(gateway):
-    result = await gateway.execute("filesystem", "read_text_file", {"path": "/etc/passwd"}, "user")
+async def test_the_filesystem_server_refuses_paths_outside_its_data_folder(gateway, user):
+    result = await gateway.execute("filesystem", "read_text_file", {"path": "/etc/passwd"}, "user", user=user)
     assert result["is_error"] is True
     assert "denied" in result["text"].lower()
 
@@ -190,19 +192,21 @@ async def test_an_admin_restart_starts_a_new_process_that_serves_calls(gateway, 
     assert result["is_error"] is False
 
 
-async def test_when_the_actor_process_dies_ray_restarts_it_and_its_server_comes_back(gateway, status):
-    before = await status("filesystem")
+async def test_when_the_actor_process_dies_ray_restarts_it_and_its_server_comes_back(gateway, status, user):
+    await gateway.execute("filesystem", "list_allowed_directories", {}, "user", user=user)
+    before = await status("filesystem", user)
     os.kill(before["actor_pid"], signal.SIGKILL)
 
     async def served_again():
         try:
-            return not (await gateway.execute("filesystem", "list_allowed_directories", {}, "user"))["is_error"]
+            listed = await gateway.execute("filesystem", "list_allowed_directories", {}, "user", user=user)
+            return not listed["is_error"]
         except SutazaiError as exc:
             assert status_of(exc) == 503  # while Ray restarts the actor
             return False
 
     await wait_until(served_again, timeout=30)
-    after = await status("filesystem")
+    after = await status("filesystem", user)
     assert after["actor_pid"] != before["actor_pid"] and after["pid"] != before["pid"]
     await wait_until(lambda: asyncio.sleep(0, gone(before["pid"])), timeout=5)  # the old server saw stdin close
 
@@ -244,3 +248,99 @@ async def test_a_call_the_transport_cannot_encode_fails_alone_and_the_server_kee
     assert all(not r["is_error"] for r in await asyncio.gather(*slow))
     after = await status("time")
     assert (after["status"], after["pid"], after["restarts"]) == ("ready", before["pid"], before["restarts"])
+
+
+# ---- one process per user ------------------------------------------------------------------
+
+OTHER = "0" * 32  # a second user
+
+
+async def test_each_user_gets_their_own_filesystem_process_rooted_in_their_own_folder(
+    gateway, status, user, mcp_settings
+):
+    listed = {
+        u: (await gateway.execute("filesystem", "list_allowed_directories", {}, "user", user=u))["text"]
+        for u in (user, OTHER)
+    }
+    assert str(mcp_settings.data_dir / "users" / user / "files") in listed[user]
+    assert str(mcp_settings.data_dir / "users" / OTHER / "files") in listed[OTHER]
+    assert (await status("filesystem", user))["pid"] != (await status("filesystem", OTHER))["pid"]
+
+
+async def test_a_user_cannot_read_a_file_another_user_wrote(gateway, mcp_settings, user):
+    path = str(mcp_settings.data_dir / "users" / user / "files" / "secret.txt")
+    await gateway.execute("filesystem", "write_file", {"path": path, "content": "mine"}, "user", user=user)
+    read = await gateway.execute("filesystem", "read_text_file", {"path": path}, "user", user=OTHER)
+    assert read["is_error"] is True and "denied" in read["text"].lower()
+
+
+async def test_a_per_user_server_is_idle_until_the_users_first_call(status, user):
+    assert (await status("filesystem", user))["status"] == "idle"
+
+
+async def test_a_per_user_server_unused_for_its_idle_timeout_stops_and_the_next_call_starts_a_new_one(
+    gateway, status, user
+):
+    await gateway.execute("scratch", "list_allowed_directories", {}, "user", user=user)
+    first = await status("scratch", user)
+
+    async def retired():
+        try:
+            ray.get_actor(f"mcp-scratch-{user}", namespace=NAMESPACE)
+        except ValueError:
+            return True
+        return False
+
+    await wait_until(retired, timeout=15)
+    assert gone(first["pid"])
+    again = await gateway.execute("scratch", "list_allowed_directories", {}, "user", user=user)
+    assert again["is_error"] is False
+    assert (await status("scratch", user))["pid"] != first["pid"]
+
+
+async def test_a_per_user_server_needs_a_user(gateway):
+    with pytest.raises(SutazaiError) as err:
+        await gateway.execute("filesystem", "list_allowed_directories", {}, "user")
+    assert status_of(err.value) == 403
+
+
+# ---- results -------------------------------------------------------------------------------
+
+
+async def test_a_result_over_the_servers_size_limit_is_truncated_with_a_note(gateway, mcp_settings, user):
+    path = str(mcp_settings.data_dir / "users" / user / "files" / "big.txt")
+    await gateway.execute("filesystem", "write_file", {"path": path, "content": "é" * 100_000}, "user", user=user)
+    read = await gateway.execute("filesystem", "read_text_file", {"path": path}, "user", user=user)
+    assert read["truncated"] is True
+    assert sum(len(c["text"].encode()) for c in read["content"][:-1]) <= 64 * 1024
+    assert "result truncated" in read["content"][-1]["text"] and "65536" in read["content"][-1]["text"]
+
+
+# ---- the git server -----------------------------------------------------------------------
+
+
+async def test_the_git_server_serves_a_clone_in_the_data_folder(gateway, mcp_settings):
+    mirror = mcp_settings.data_dir / "git-mirror"
+    log = await gateway.execute("git", "git_log", {"repo_path": str(mirror), "max_count": 1}, "admin")
+    assert log["is_error"] is False and "Commit" in log["text"]
+    assert (mirror / ".git").is_dir()
+
+
+async def test_the_git_server_lists_only_its_allowed_tools(gateway):
+    assert {t["name"] for t in await gateway.tools("git")} == {"git_status", "git_log"}
+
+
+async def test_a_tool_outside_tools_allowed_is_a_403(gateway, mcp_settings):
+    arguments = {"repo_path": str(mcp_settings.data_dir / "git-mirror"), "message": "x"}
+    with pytest.raises(SutazaiError) as err:
+        await gateway.execute("git", "git_commit", arguments, "admin")
+    assert status_of(err.value) == 403 and "git_commit" in err.value.message
+
+
+# ---- a command that is not there ------------------------------------------------------------
+
+
+async def test_a_server_whose_command_is_missing_is_failed_at_once_saying_so(status):
+    missing = await status("missing")
+    assert (missing["status"], missing["restarts"]) == ("failed", 0)
+    assert missing["last_error"] == "command 'uvx-is-not-installed-here' not found"
