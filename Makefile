@@ -30,8 +30,11 @@ test: install
 bench: install
 	$(PY) bench/llm_throughput.py
 
+# Stops a run of .data from another terminal, or whatever a killed one left running
+# (its Ray head, Postgres and Redis, found by their files under .data).
 stop:
-	$(VENV)/bin/sutazai stop
+	@if [ -x $(VENV)/bin/sutazai ]; then $(VENV)/bin/sutazai stop; fi
 
-clean:
+# Stop first: once .data is gone nothing can find a run's processes any more.
+clean: stop
 	rm -rf $(VENV) .data

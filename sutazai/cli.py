@@ -438,7 +438,10 @@ def stop(_: argparse.Namespace) -> int:
         with contextlib.suppress(psutil.TimeoutExpired):
             launcher.wait(LAUNCHER_STOP_S)
     stopped = stop_leftovers(settings)
-    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing else was running")
+    if stopped:
+        print(f"stopped what was left running: {', '.join(stopped)}")
+    elif pid is None:
+        print(f"nothing of {settings.data_dir} was running")
     return 0
 
 

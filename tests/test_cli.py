@@ -252,3 +252,20 @@ def test_stop_cleans_up_after_a_killed_run(run):
 
     assert stop.returncode == 0, stop.stdout + stop.stderr
     _assert_all_stopped(run, processes)
+
+
+def test_deploy_gives_serve_the_request_timeout(monkeypatch):
+    from ray import serve
+
+    started: dict = {}
+    monkeypatch.setattr(serve, "start", lambda http_options: started.update(http_options))
+    monkeypatch.setattr(serve, "run", lambda *args, **kwargs: None)
+    settings = Settings(_env_file=None, request_timeout_s=42.0, app_import_path="tests.test_cli:_no_app")
+
+    cli.deploy(settings, {})
+
+    assert started["request_timeout_s"] == 42.0
+
+
+def _no_app(args: dict) -> None:
+    """An application builder that builds nothing (for `deploy` without Ray)."""
