@@ -220,8 +220,11 @@ def stop_mcp_actors(settings: Settings) -> None:
     from sutazai.mcp.config import load_config
     from sutazai.mcp.gateway import MCPGateway
 
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == NAMESPACE]
-    actors = {name: ray.get_actor(name, namespace=NAMESPACE) for name in names}
+    actors = {}
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["namespace"] == NAMESPACE:
+            with contextlib.suppress(ValueError):  # a per-user server's actor may have just ended itself
+                actors[entry["name"]] = ray.get_actor(entry["name"], namespace=NAMESPACE)
     if not actors:
         return
     gateway = MCPGateway(settings, load_config(settings.mcp_config), actors)
@@ -230,7 +233,8 @@ def stop_mcp_actors(settings: Settings) -> None:
     except TimeoutError:
         logger.warning("MCP servers did not stop within %.0f s; killing their actors", MCP_STOP_S)
     for actor in actors.values():
-        ray.kill(actor, no_restart=True)
+        with contextlib.suppress(Exception):  # already ended
+            ray.kill(actor, no_restart=True)
 
 
 # ---- signals ---------------------------------------------------------------------
