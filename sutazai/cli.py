@@ -207,6 +207,8 @@ def replica_env(settings: Settings, database_url: str, redis_url: str) -> dict[s
         env["SUTAZAI_JWT_SECRET_FILE"] = str(settings.data_dir / SECRET_FILE_NAME)
     if settings.admin_password is None and settings.embedded:
         env["SUTAZAI_ADMIN_PASSWORD_FILE"] = str(embedded_admin_password(settings))
+    if settings.docs_enabled is None and settings.embedded:
+        env["SUTAZAI_DOCS_ENABLED"] = "true"  # /docs on a laptop; off on a cluster unless asked for
     return env
 
 

@@ -269,3 +269,13 @@ def test_deploy_gives_serve_the_request_timeout(monkeypatch):
 
 def _no_app(args: dict) -> None:
     """An application builder that builds nothing (for `deploy` without Ray)."""
+
+
+def test_an_embedded_run_hands_replicas_secrets_by_path_and_turns_docs_on(tmp_path, monkeypatch):
+    from sutazai.cli import replica_env
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)  # CI exports one; this is the embedded default
+    env = replica_env(Settings(_env_file=None, data_dir=tmp_path), "postgresql://db/x", "redis://r")
+    assert Path(env["SUTAZAI_JWT_SECRET_FILE"]).read_text().strip() and "SUTAZAI_JWT_SECRET" not in env
+    assert Path(env["SUTAZAI_ADMIN_PASSWORD_FILE"]).stat().st_mode & 0o077 == 0
+    assert env["SUTAZAI_DOCS_ENABLED"] == "true"

@@ -52,6 +52,7 @@ async def _timed(check: Awaitable[Any], timeout_s: float) -> ComponentHealth:
 
 
 _MCP_STATUS = {"ready": "ok", "disabled": "disabled"}
+_MCP_PUBLIC = ("status", "server_status", "latency_ms", "tools")
 
 
 @router.get(
@@ -75,12 +76,11 @@ async def health_detailed(caller: ViewerDep, services: ServicesDep) -> JSONRespo
         try:
             for name, server in (await asyncio.wait_for(services.mcp.health(), timeout)).items():
                 # a ready server is "ok"; a disabled one is neither up nor a problem
-                components[f"mcp:{name}"] = ComponentHealth(
-                    **(
-                        server
-                        | {"status": _MCP_STATUS.get(server["status"], "down"), "server_status": server["status"]}
-                    )
-                )
+                status = _MCP_STATUS.get(server["status"], "down")
+                shown = server | {"status": status, "server_status": server["status"]}
+                if caller.effective_role not in services.mcp.config.mcp_servers[name].roles:
+                    shown = {k: v for k, v in shown.items() if k in _MCP_PUBLIC}  # no pids or stderr tails
+                components[f"mcp:{name}"] = ComponentHealth(**shown)
         except Exception as exc:
             components["mcp"] = ComponentHealth(status="down", error=f"{type(exc).__name__}: {exc}"[:300])
     critical = [n for n, c in components.items() if c.status != "ok" and (n == "postgres" or n.startswith("model:"))]

@@ -66,17 +66,3 @@ def _read_secret(path: Path) -> str:
             return secret
         time.sleep(0.02)
     raise SecretConfigError(f"{path} exists but is empty; delete it to generate a new secret")
-
-
-def jwt_secret_env(settings: Settings) -> dict[str, str]:
-    """For `sutazai run`: the embedded secret as replica environment.
-
-    The launcher sees the embedded default (no DATABASE_URL) but hands its
-    replicas the embedded servers' URLs, so they cannot tell they are embedded.
-    Call this with the launcher's own settings and merge the result into the
-    replicas' env. Outside the embedded default it returns {} (the operator sets
-    SUTAZAI_JWT_SECRET for the cluster), and raises nothing.
-    """
-    if settings.jwt_secret is not None or not settings.embedded:
-        return {}
-    return {"SUTAZAI_JWT_SECRET": resolve_jwt_secret(settings)}

@@ -56,3 +56,12 @@ def test_arguments_violating_the_tools_schema_are_422_over_http(api):
         "/api/v1/mcp/execute", json={"server": "time", "tool": "get_current_time", "arguments": {"timezone": 5}}
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+
+
+def test_detailed_health_hides_pids_and_errors_of_servers_the_caller_may_not_use(serve_app, new_user_headers):
+    import httpx
+
+    viewer = new_user_headers("viewer")
+    components = httpx.get(f"{serve_app}/api/v1/health/detailed", headers=viewer, timeout=30).json()["components"]
+    time_server = components["mcp:time"]  # roles admin and user: a viewer may not use it
+    assert time_server["status"] == "ok" and time_server["pid"] is None and time_server["last_error"] is None

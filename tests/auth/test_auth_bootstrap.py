@@ -9,7 +9,7 @@ import pytest
 
 from sutazai.auth import cli
 from sutazai.auth.accounts import ensure_admin
-from sutazai.auth.secret import SecretConfigError, jwt_secret_env
+from sutazai.auth.secret import SecretConfigError
 from sutazai.settings import Settings
 from sutazai.storage.users import UserStore
 from tests.auth.helpers import PASSWORD, build_app, login, make_settings
@@ -103,13 +103,6 @@ async def test_cli_resets_a_password_and_ends_the_sessions(database_url, client,
     await login(client, user.username, new_password)
     refresh = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert refresh.status_code == 401
-
-
-def test_the_launcher_hands_replicas_the_embedded_secret(tmp_path):
-    embedded = Settings(_env_file=None, data_dir=tmp_path)
-    env = jwt_secret_env(embedded)
-    assert len(env["SUTAZAI_JWT_SECRET"]) >= 32 and (tmp_path / "jwt_secret").exists()
-    assert jwt_secret_env(Settings(_env_file=None, data_dir=tmp_path, DATABASE_URL="postgresql://db/x")) == {}
 
 
 async def test_conversations_gain_an_owner_column(pool, new_user):
