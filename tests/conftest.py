@@ -79,7 +79,6 @@ def serve_app(app_env):
 
     from deployments.app import build_app
 
-    os.environ.update(app_env)  # the driver-started cluster's workers inherit it
     port = free_port()
     ray.init(
         address="local",
@@ -88,6 +87,7 @@ def serve_app(app_env):
         namespace="sutazai-test",
         logging_level="WARNING",
         log_to_driver=False,
+        runtime_env={"env_vars": app_env},  # every worker's environment; this process's stays as it was
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"env": app_env}), name="sutazai", route_prefix="/")

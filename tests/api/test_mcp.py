@@ -2,12 +2,18 @@
 actors, reached over HTTP with real credentials."""
 
 import asyncio
+import time
 
 import httpx
 
 
 def test_mcp_servers_are_listed_with_their_status(api):
-    servers = {s["name"]: s for s in api.get("/api/v1/mcp/servers").json()["items"]}
+    deadline = time.monotonic() + 60  # the servers start in the background with the app
+    while True:
+        servers = {s["name"]: s for s in api.get("/api/v1/mcp/servers").json()["items"]}
+        if servers["time"]["status"] != "starting" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert {"time", "git", "filesystem"} <= set(servers)
     assert servers["time"]["status"] == "ready" and servers["time"]["tools"] >= 1
 
