@@ -27,10 +27,15 @@ def is_deterministic(request: GenerationRequest) -> bool:
     return request.temperature == 0.0 or request.seed is not None
 
 
-def cache_key(model: str, request: GenerationRequest) -> str:
+SHARED = "shared"
+
+
+def cache_key(model: str, request: GenerationRequest, scope: str = SHARED) -> str:
+    """Keys are per scope (a user, unless the cache is shared): a hit must not tell one
+    user that another sent exactly this prompt."""
     material = request.model_dump(exclude={"request_id"}, mode="json")
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-    return f"{PREFIX}{model}:{digest}"
+    return f"{PREFIX}{model}:{scope}:{digest}"
 
 
 class ResponseCache:
@@ -39,22 +44,22 @@ class ResponseCache:
         self.ttl_s = ttl_s
         self.enabled = enabled
 
-    async def get(self, model: str, request: GenerationRequest) -> GenerationResult | None:
+    async def get(self, model: str, request: GenerationRequest, scope: str = SHARED) -> GenerationResult | None:
         if not (self.enabled and is_deterministic(request)):
             return None
         try:
-            raw = await self.client.get(cache_key(model, request))
+            raw = await self.client.get(cache_key(model, request, scope))
             await self.client.incr(HITS if raw is not None else MISSES)
         except (RedisError, OSError) as exc:
             logger.warning("cache bypassed (redis unavailable): %s", exc)
             return None
         return GenerationResult.model_validate_json(raw) if raw is not None else None
 
-    async def put(self, model: str, request: GenerationRequest, result: GenerationResult) -> None:
+    async def put(self, model: str, request: GenerationRequest, result: GenerationResult, scope: str = SHARED) -> None:
         if not (self.enabled and is_deterministic(request)) or result.finish_reason == "cancelled":
             return
         try:
-            await self.client.set(cache_key(model, request), result.model_dump_json(), ex=self.ttl_s)
+            await self.client.set(cache_key(model, request, scope), result.model_dump_json(), ex=self.ttl_s)
         except (RedisError, OSError) as exc:
             logger.warning("cache write skipped (redis unavailable): %s", exc)
 

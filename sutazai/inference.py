@@ -113,26 +113,28 @@ class InferenceService:
         logger.error("model %s failed: %r", model, exc)
         return Unavailable(f"model {model} failed to answer", self.retry_after_s)
 
-    async def complete(self, client: ModelClient, request: GenerationRequest) -> tuple[GenerationResult, bool]:
-        """The result and whether it came from the cache."""
+    async def complete(
+        self, client: ModelClient, request: GenerationRequest, *, cache_scope: str
+    ) -> tuple[GenerationResult, bool]:
+        """The result and whether it came from the cache (of `cache_scope`: a user, or shared)."""
         name = client.spec.name
-        cached = await self.cache.get(name, request)
+        cached = await self.cache.get(name, request, cache_scope)
         if cached is not None:
             return cached, True
         try:
             result = await client.generate(request)
         except Exception as exc:
             raise self._error(exc, name) from None
-        await self.cache.put(name, request, result)
+        await self.cache.put(name, request, result, cache_scope)
         return result, False
 
     async def open_stream(
-        self, client: ModelClient, request: GenerationRequest
+        self, client: ModelClient, request: GenerationRequest, *, cache_scope: str
     ) -> tuple[AsyncIterator[GenerationChunk], bool]:
         """Starts a stream and waits for its first chunk, so that a refusal
         (capacity, bad request) is an HTTP status, not an error inside the stream."""
         name = client.spec.name
-        cached = await self.cache.get(name, request)
+        cached = await self.cache.get(name, request, cache_scope)
         if cached is not None:
             return _replay(cached), True
         stream = client.stream(request)
@@ -142,7 +144,7 @@ class InferenceService:
             raise Unavailable(f"model {name} ended the stream early", self.retry_after_s) from None
         except Exception as exc:
             raise self._error(exc, name) from None
-        return self._continue(client, request, first, stream), False
+        return self._continue(client, request, first, stream, cache_scope), False
 
     async def _continue(
         self,
@@ -150,6 +152,7 @@ class InferenceService:
         request: GenerationRequest,
         first: GenerationChunk,
         rest: AsyncIterator[GenerationChunk],
+        cache_scope: str,
     ) -> AsyncIterator[GenerationChunk]:
         parts: list[str] = []
         chunk = first
@@ -159,7 +162,7 @@ class InferenceService:
                 yield chunk
                 if chunk.usage is not None:
                     result = GenerationResult(text="".join(parts), finish_reason=chunk.finish_reason, usage=chunk.usage)
-                    await self.cache.put(client.spec.name, request, result)
+                    await self.cache.put(client.spec.name, request, result, cache_scope)
                     return
                 try:
                     chunk = await rest.__anext__()
@@ -173,7 +176,7 @@ class InferenceService:
                 cancel()  # the client went away: free the model's slot
 
     async def batch(
-        self, client: ModelClient, requests: list[GenerationRequest], concurrency: int
+        self, client: ModelClient, requests: list[GenerationRequest], concurrency: int, *, cache_scope: str
     ) -> list[BatchOutcome]:
         """Runs requests concurrently (at most `concurrency` at once); one failure does not fail the rest."""
         gate = asyncio.Semaphore(concurrency)
@@ -181,7 +184,7 @@ class InferenceService:
         async def one(request: GenerationRequest) -> BatchOutcome:
             async with gate:
                 try:
-                    result, cached = await self.complete(client, request)
+                    result, cached = await self.complete(client, request, cache_scope=cache_scope)
                     return BatchOutcome(result, cached, None)
                 except SutazaiError as exc:
                     return BatchOutcome(None, False, exc)

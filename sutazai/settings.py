@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     # Response cache (Redis).
     cache_enabled: bool = True
     cache_ttl_s: int = 3600
+    cache_shared: bool = False  # True: users share cached answers (and learn what others asked)
     redis_timeout_s: float = 0.5
 
     # Postgres pool.

@@ -83,7 +83,7 @@ async def chat(
 ) -> ChatResponse:
     turn = await _prepare_turn(body, services, request_id, caller.principal.user_id)
     async with await caller.reserve([turn.request]) as reservation:
-        result, cached = await services.inference.complete(turn.client, turn.request)
+        result, cached = await services.inference.complete(turn.client, turn.request, cache_scope=caller.cache_scope)
         reservation.used = result.usage
     await turn.store(services, result)
     return ChatResponse(
@@ -106,7 +106,7 @@ async def chat_stream(
     turn = await _prepare_turn(body, services, request_id, caller.principal.user_id)
     reservation = await caller.reserve([turn.request])
     try:
-        chunks, cached = await services.inference.open_stream(turn.client, turn.request)
+        chunks, cached = await services.inference.open_stream(turn.client, turn.request, cache_scope=caller.cache_scope)
     except BaseException:
         await reservation.settle()
         raise
@@ -148,7 +148,7 @@ async def generate(
     client = services.inference.resolve(body.model)
     generation = services.inference.build_request(client.spec, body, prompt=body.prompt, request_id=request_id)
     async with await caller.reserve([generation]) as reservation:
-        result, cached = await services.inference.complete(client, generation)
+        result, cached = await services.inference.complete(client, generation, cache_scope=caller.cache_scope)
         reservation.used = result.usage
     return GenerateResponse(
         model=client.spec.name,
@@ -173,7 +173,9 @@ async def batch(
         services.inference.build_request(client.spec, body, prompt=p, request_id=request_id) for p in body.prompts
     ]
     async with await caller.reserve(generations) as reservation:
-        outcomes = await services.inference.batch(client, generations, settings.batch_concurrency)
+        outcomes = await services.inference.batch(
+            client, generations, settings.batch_concurrency, cache_scope=caller.cache_scope
+        )
         reservation.used = sum((o.result.usage for o in outcomes if o.result is not None), Usage())
     items, total = [], Usage()
     for index, outcome in enumerate(outcomes):

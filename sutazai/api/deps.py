@@ -27,6 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sutazai.auth.principal import Principal
 from sutazai.auth.rate_limit import AUTH_FAILURES, REQUESTS, TOKENS, Limit, rate_limited
 from sutazai.auth.roles import ROLES, rank
+from sutazai.cache import SHARED
 from sutazai.errors import Forbidden, RateLimited, Unauthenticated
 from sutazai.schemas.common import INT32_MAX
 from sutazai.schemas.engine import GenerationChunk, GenerationRequest, Usage
@@ -159,6 +160,11 @@ class ModelCaller:
 
     def token_limits(self) -> list[Limit]:
         return self.principal.token_limits(self.services.settings)
+
+    @property
+    def cache_scope(self) -> str:
+        """Whose cached answers this caller may get: its own, unless the operator shares them."""
+        return SHARED if self.services.settings.cache_shared else f"user-{self.principal.user_id}"
 
     def slot_bucket(self) -> str:
         return f"user:{self.principal.user_id}"

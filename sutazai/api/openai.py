@@ -84,7 +84,7 @@ async def _open_stream(
 ) -> tuple[AsyncIterator[GenerationChunk], Reservation]:
     reservation = await caller.reserve([request])
     try:
-        chunks, _ = await services.inference.open_stream(client, request)
+        chunks, _ = await services.inference.open_stream(client, request, cache_scope=caller.cache_scope)
     except BaseException:
         await reservation.settle()
         raise
@@ -101,7 +101,7 @@ async def chat_completions(
 
     if not body.stream:
         async with await caller.reserve([request]) as reservation:
-            result, _ = await services.inference.complete(client, request)
+            result, _ = await services.inference.complete(client, request, cache_scope=caller.cache_scope)
             reservation.used = result.usage
         return ChatCompletionResponse(
             id=cid,
@@ -170,7 +170,9 @@ async def completions(
         )
 
     async with await caller.reserve(requests) as reservation:
-        outcomes = await services.inference.batch(client, requests, services.settings.batch_concurrency)
+        outcomes = await services.inference.batch(
+            client, requests, services.settings.batch_concurrency, cache_scope=caller.cache_scope
+        )
         reservation.used = sum((o.result.usage for o in outcomes if o.result is not None), Usage())
     choices, usage = [], Usage()
     for index, outcome in enumerate(outcomes):

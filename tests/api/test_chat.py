@@ -162,3 +162,12 @@ def test_a_viewer_may_read_but_not_chat(api, new_user_headers):
 def test_batch_refuses_an_empty_prompt_inside_the_list(api):
     r = api.post("/api/v1/batch", json={"prompts": ["fine", ""]})
     assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+
+
+def test_one_users_cached_answer_is_not_served_to_another(api, new_user_headers):
+    payload = {"prompt": "A cached secret:", "max_tokens": 4, "temperature": 0}
+    first = api.post("/api/v1/generate", json=payload).json()
+    again = api.post("/api/v1/generate", json=payload).json()
+    other = api.post("/api/v1/generate", json=payload, headers=new_user_headers("user")).json()
+    assert again["cached"] is True and other["cached"] is False
+    assert other["text"] == first["text"]  # the same greedy answer, computed afresh for the other user

@@ -43,6 +43,10 @@ def test_cache_key_ignores_the_request_id_but_not_sampling():
     assert cache_key("m", _req(seed=1)) != cache_key("n", _req(seed=1))
 
 
+def test_cache_keys_of_two_users_differ():
+    assert cache_key("m", _req(seed=1), "user-a") != cache_key("m", _req(seed=1), "user-b")
+
+
 # -- the real engine on the real GGUF (no decoding: prompt preparation only) -------------
 
 GEMMA_TURNS = (
