@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
+from sutazai.settings import Settings
 from tests.helpers import app_for, database_url_named, free_port
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -69,6 +70,21 @@ def app_env(backing_services, data_dir) -> dict[str, str]:
         "SUTAZAI_RATE_LIMIT_REQUESTS_PER_MINUTE": _GENEROUS,
         "SUTAZAI_RATE_LIMIT_TOKENS_PER_MINUTE": _GENEROUS,
     }
+
+
+@pytest.fixture(scope="session")
+def replica_settings(app_env):
+    """`replica_settings(**overrides)`: the settings a replica of the session app has (its
+    database, Redis, secret, limits), without MCP, for an app built in this process."""
+
+    def make(**overrides) -> Settings:
+        values = {
+            name.removeprefix("SUTAZAI_").lower(): json.loads(value) if value.startswith("{") else value
+            for name, value in app_env.items()
+        }
+        return Settings(_env_file=None, **(values | {"mcp_enabled": False} | overrides))
+
+    return make
 
 
 @pytest.fixture(scope="session")

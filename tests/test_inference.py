@@ -17,7 +17,7 @@ from tests.conftest import app_in_process
 
 
 @pytest.fixture(scope="module")
-async def tiny_model_api(serve_app, app_env, user_headers):
+async def tiny_model_api(serve_app, app_env, replica_settings, user_headers):
     base = ModelCatalog.load(Settings().models_dir).get("gemma3-270m").model_dump()
     gguf = Path(app_env["SUTAZAI_DATA_DIR"]) / "models" / "gemma3-270m.gguf"
     spec = ModelSpec.model_validate(
@@ -34,9 +34,7 @@ async def tiny_model_api(serve_app, app_env, user_headers):
         name="backpressure",
         route_prefix=None,
     )
-    settings = Settings(
-        database_url=app_env["DATABASE_URL"], redis_url=app_env["REDIS_URL"], cache_enabled=False, mcp_enabled=False
-    )
+    settings = replica_settings(cache_enabled=False)
     async with (
         app_in_process(settings, ModelCatalog([spec]), {"tiny": handle}) as app,
         httpx.AsyncClient(

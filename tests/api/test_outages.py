@@ -81,9 +81,9 @@ def stop_postgres(server) -> None:
 
 
 async def test_chat_survives_redis_going_away_and_health_recovers_when_it_is_back(
-    serve_app, app_env, user_headers, redis_server
+    serve_app, replica_settings, user_headers, redis_server
 ):
-    settings = Settings(database_url=app_env["DATABASE_URL"], redis_url=redis_server.url, mcp_enabled=False)
+    settings = replica_settings(redis_url=redis_server.url)
     async with (
         app_in_process(settings) as app,
         httpx.AsyncClient(

@@ -6,16 +6,13 @@ model deployment reached through its Serve handle."""
 import httpx
 import pytest
 
-from sutazai.settings import Settings
 from tests.conftest import app_in_process
 from tests.helpers import free_port
 
 
 @pytest.fixture(scope="module")
-async def redis_down_api(serve_app, app_env, user_headers):
-    settings = Settings(
-        database_url=app_env["DATABASE_URL"], redis_url=f"redis://127.0.0.1:{free_port()}/0", mcp_enabled=False
-    )
+async def redis_down_api(serve_app, replica_settings, user_headers):
+    settings = replica_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     async with (
         app_in_process(settings) as app,
         httpx.AsyncClient(

@@ -6,7 +6,6 @@ Redis and model deployment); the rest goes through Serve over HTTP."""
 import httpx
 import pytest
 
-from sutazai.settings import Settings
 from tests.conftest import app_in_process
 from tests.route_protection import check_route_protection
 
@@ -14,8 +13,8 @@ PUBLIC = {("GET", "/health"), ("POST", "/api/v1/auth/login"), ("POST", "/api/v1/
 
 
 @pytest.fixture(scope="module")
-async def in_process_app(serve_app):
-    async with app_in_process(Settings(mcp_enabled=False)) as app:
+async def in_process_app(serve_app, replica_settings):
+    async with app_in_process(replica_settings()) as app:
         yield app
 
 
