@@ -193,10 +193,6 @@ class ModelCaller:
             )
         return Reservation(self, prompt, tokens)
 
-    async def charge(self, usage: Usage) -> None:
-        """Count tokens used outside a reservation."""
-        await self.services.limiter.add(TOKENS, self.token_limits(), usage.total_tokens)
-
 
 async def model_caller(request: Request, services: ServicesDep, principal: UserDep) -> ModelCaller:
     """A user whose tokens-per-minute budget is not spent (429 otherwise)."""

@@ -73,9 +73,11 @@ async def stream(caller: ViewerDep):
 
 @test_routes.post("/completions")
 async def spend_tokens(body: dict, caller: ModelCallerDep) -> dict:
-    """Answers like a model that used 7 prompt and 5 completion tokens."""
+    """Answers like a model that used 7 prompt and 5 completion tokens (reserving 7 first)."""
     usage = Usage(prompt_tokens=7, completion_tokens=5)
-    await caller.charge(usage)
+    request = GenerationRequest(prompt="hi", max_tokens=6, temperature=0.0, top_p=1.0)
+    async with await caller.reserve([request]) as reservation:
+        reservation.used = usage
     return {
         "id": "cmpl-test",
         "created": int(time.time()),
