@@ -60,6 +60,7 @@ class VLLMModelMethods:
     async def generate_stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Text deltas, then the final chunk. When the consumer stops iterating (the client went away),
         the streams are closed in turn, and closing vLLM's `generate()` generator aborts the request."""
+        from vllm import sampling_params as sampling_module
         from vllm.exceptions import VLLMClientError
         from vllm.sampling_params import RequestOutputKind, SamplingParams
 
@@ -70,7 +71,8 @@ class VLLMModelMethods:
         )
         max_tokens = completion_budget(len(prompt), request.max_tokens, context_length, self.spec.name)
         params = SamplingParams(
-            **sampling_params_kwargs(request, max_tokens, self.spec.chat_stop), output_kind=RequestOutputKind.DELTA
+            **sampling_params_kwargs(request, max_tokens, self.spec.chat_stop, sampling_module),
+            output_kind=RequestOutputKind.DELTA,
         )
         try:
             outputs = client.generate({"prompt_token_ids": prompt}, params, vllm_request_id(request))

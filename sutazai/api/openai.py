@@ -1,7 +1,14 @@
-"""OpenAI-compatible routes: the official `openai` client works against these unchanged."""
+"""OpenAI-compatible routes: the official `openai` client works against these unchanged.
+
+Tool calls and `response_format` are constrained decoding (`sutazai.tools`): the request carries a
+JSON schema to the engine, and the JSON it returns is parsed into `tool_calls` or `content`. A
+streamed tool call is sent once the output is complete (its JSON must be whole to be parsed): a
+first delta with id, type, name and empty arguments, then one with the whole arguments.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter
@@ -24,13 +31,29 @@ from sutazai.schemas.openai import (
     CompletionChunk,
     CompletionRequest,
     CompletionResponse,
+    DeltaFunctionCall,
     DeltaMessage,
+    DeltaToolCall,
+    FunctionCall,
     ModelCard,
     ModelList,
     OpenAIFinishReason,
+    ToolCall,
     completion_id,
 )
 from sutazai.services import Services
+from sutazai.tools import (
+    ParsedOutput,
+    allowed_tools,
+    call_text,
+    new_call_id,
+    parse_tool_output,
+    response_format_schema,
+    result_text,
+    tool_specs,
+    tools_prompt,
+    tools_schema,
+)
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -38,14 +61,58 @@ _FINISH: dict[FinishReason, OpenAIFinishReason] = {"stop": "stop", "length": "le
 
 
 def _messages(body: ChatCompletionRequest) -> list[ChatMessage]:
+    """The chat as the engine's messages. Earlier tool calls are written as the JSON the model emits,
+    tool results as a user line naming the tool: every template renders user and assistant turns."""
     messages = []
+    names: dict[str, str] = {}  # tool_call_id -> tool name, from the assistant turns
     for m in body.messages:
         try:
             text = m.text()
         except ValueError as exc:
             raise InvalidInput(f"messages: {exc}") from None
+        if m.role == "assistant" and m.tool_calls:
+            names |= {call.id: call.function.name for call in m.tool_calls}
+            calls = [call_text(call.function.name, call.function.arguments) for call in m.tool_calls]
+            text = "\n".join([text, *calls] if text else calls)
+        if m.role == "tool":
+            tool_name = m.name or names.get(m.tool_call_id or "")
+            messages.append(ChatMessage(role="user", content=result_text(tool_name, text)))
+            continue
         messages.append(ChatMessage(role="system" if m.role == "developer" else m.role, content=text))
     return messages
+
+
+def _constraint(body: ChatCompletionRequest) -> tuple[dict | None, set[str] | None, str | None]:
+    """The output schema, the tool names it allows (None when it asks for no tool call), and a system
+    line for the model; all None for free text."""
+    specs = tool_specs(body.tools) if body.tools else []
+    if body.tool_choice not in (None, "auto", "none") and not specs:
+        raise InvalidInput("tool_choice: needs tools")
+    allowed, allow_answer = allowed_tools(specs, body.tool_choice)
+    if allowed:
+        return tools_schema(allowed, allow_answer), {s.name for s in allowed}, tools_prompt(allowed)
+    schema = response_format_schema(body.response_format)
+    if schema is None or schema == {"type": "object"}:
+        return schema, None, "Answer with a JSON object." if schema else None
+    return schema, None, f"Answer with JSON matching this schema: {json.dumps(schema, separators=(',', ':'))}"
+
+
+def _chat_request(
+    services: Services, client: ModelClient, body: ChatCompletionRequest, request_id: str | None
+) -> tuple[GenerationRequest, set[str] | None]:
+    schema, names, hint = _constraint(body)
+    messages = _messages(body)
+    if hint:
+        messages.insert(0, ChatMessage(role="system", content=hint))
+    request = services.inference.build_request(client.spec, body, messages=messages, request_id=request_id)
+    return request.model_copy(update={"json_schema": schema}), names
+
+
+def _tool_calls(parsed: ParsedOutput) -> list[ToolCall]:
+    return [
+        ToolCall(id=new_call_id(), type="function", function=FunctionCall(name=c.name, arguments=c.arguments))
+        for c in parsed.tool_calls
+    ]
 
 
 @router.get("/models", response_model=ModelList)
@@ -96,25 +163,31 @@ async def chat_completions(
     body: ChatCompletionRequest, caller: ModelCallerDep, services: ServicesDep, request_id: RequestIdDep
 ) -> ChatCompletionResponse | EventSourceResponse:
     client = services.inference.resolve(body.model)
-    request = services.inference.build_request(client.spec, body, messages=_messages(body), request_id=request_id)
+    request, names = _chat_request(services, client, body, request_id)
     cid, model = completion_id("chatcmpl"), client.spec.name
 
     if not body.stream:
         async with await caller.reserve([request]) as reservation:
             result, _ = await services.inference.complete(client, request, cache_scope=caller.cache_scope)
             reservation.used = result.usage
+        message = AssistantMessage(content=result.text)
+        finish = _FINISH[result.finish_reason]
+        if names is not None:
+            parsed = parse_tool_output(result.text, names)
+            calls = _tool_calls(parsed)
+            message = AssistantMessage(content=parsed.content, tool_calls=calls or None)
+            finish = "tool_calls" if calls else finish
         return ChatCompletionResponse(
             id=cid,
             model=model,
-            choices=[
-                ChatChoice(
-                    index=0, message=AssistantMessage(content=result.text), finish_reason=_FINISH[result.finish_reason]
-                )
-            ],
+            choices=[ChatChoice(index=0, message=message, finish_reason=finish)],
             usage=result.usage,
         )
 
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
     chunks, reservation = await _open_stream(services, client, request, caller)
+    if names is not None:
+        return sse_response(_tool_events(reservation, chunks, names, cid, model, include_usage, request_id))
     first = True
 
     def text_chunk(text: str) -> ChatCompletionChunk:
@@ -130,10 +203,60 @@ async def chat_completions(
     def usage_chunk(usage: Usage) -> ChatCompletionChunk:
         return ChatCompletionChunk(id=cid, model=model, choices=[], usage=usage)
 
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return sse_response(
         _events(reservation, chunks, text_chunk, final_chunk, usage_chunk if include_usage else None, request_id)
     )
+
+
+async def _tool_events(
+    reservation: Reservation,
+    chunks: AsyncIterator[GenerationChunk],
+    names: set[str],
+    cid: str,
+    model: str,
+    include_usage: bool,
+    request_id: str | None,
+) -> AsyncIterator[ServerSentEvent]:
+    """A stream that may call tools: the output is gathered, parsed, then sent as tool-call deltas
+    (or as one content delta when the model answered in text)."""
+
+    def chunk(delta: DeltaMessage, finish: OpenAIFinishReason | None = None) -> ServerSentEvent:
+        choice = ChatChunkChoice(index=0, delta=delta, finish_reason=finish)
+        return event(ChatCompletionChunk(id=cid, model=model, choices=[choice]))
+
+    parts: list[str] = []
+    try:
+        async for piece in chunks:
+            reservation.saw(piece)
+            parts.append(piece.text)
+            if piece.usage is None or piece.finish_reason is None:
+                continue
+            await reservation.settle()
+            parsed = parse_tool_output("".join(parts), names)
+            finish = _FINISH[piece.finish_reason]
+            for index, call in enumerate(_tool_calls(parsed)):
+                head = DeltaToolCall(
+                    index=index,
+                    id=call.id,
+                    type="function",
+                    function=DeltaFunctionCall(name=call.function.name, arguments=""),
+                )
+                yield chunk(
+                    DeltaMessage(role="assistant", tool_calls=[head]) if index == 0 else DeltaMessage(tool_calls=[head])
+                )
+                body = DeltaToolCall(index=index, function=DeltaFunctionCall(arguments=call.function.arguments))
+                yield chunk(DeltaMessage(tool_calls=[body]))
+                finish = "tool_calls"
+            if not parsed.tool_calls:
+                yield chunk(DeltaMessage(role="assistant", content=parsed.content or ""))
+            yield chunk(DeltaMessage(), finish)
+            if include_usage:
+                yield event(ChatCompletionChunk(id=cid, model=model, choices=[], usage=piece.usage))
+        yield event("[DONE]")
+    except SutazaiError as exc:
+        yield event(error_body(exc.code, exc.message, request_id))
+    finally:
+        await reservation.settle()
 
 
 @router.post("/completions", response_model=CompletionResponse, responses=SSE_RESPONSES)

@@ -6,13 +6,15 @@ each slot costs only its KV cache. Decoding runs in worker threads (ctypes drops
 the GIL), so slots really run in parallel. The decode loop is our own (on
 `Llama.generate`) so that token counts are exact, stop strings never leak into
 the output, seeds apply per request and a client that goes away frees its slot
-after the current token.
+after the current token. A request with a `json_schema` decodes under the llama.cpp grammar
+made from it (compiled once per schema); one without decodes free, at full speed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import json
 import logging
 import random
 import re
@@ -102,6 +104,8 @@ class LlamaCppEngine:
         self.chat_stop = list(spec.chat_stop)
         self.n_ctx = spec.context_length
         self._special_template = self._template_uses_special_tokens()
+        self._grammars: dict[str, llama_cpp.LlamaGrammar] = {}
+        self._grammar_lock = threading.Lock()
 
     @property
     def slots(self) -> int:
@@ -154,12 +158,32 @@ class LlamaCppEngine:
         except TemplateError as exc:  # e.g. a chat template that refuses the order of roles
             raise EngineError("invalid_messages", f"the model's chat template refused the messages: {exc}") from None
 
+    def grammar(self, schema: dict[str, Any] | None) -> llama_cpp.LlamaGrammar | None:
+        """The grammar for a JSON schema, compiled once per schema (the tool set of an agent repeats).
+        A schema the converter refuses is the caller's error."""
+        if schema is None:
+            return None
+        key = json.dumps(schema)  # property order is output order: not sorted
+        with self._grammar_lock:
+            grammar = self._grammars.get(key)
+        if grammar is None:
+            try:
+                grammar = llama_cpp.LlamaGrammar.from_json_schema(key, verbose=False)
+            except Exception as exc:  # the converter raises plain exceptions of several kinds
+                raise EngineError("invalid_schema", f"the JSON schema cannot be used for decoding: {exc}") from None
+            with self._grammar_lock:
+                if len(self._grammars) >= 256:
+                    self._grammars.pop(next(iter(self._grammars)))
+                self._grammars[key] = grammar
+        return grammar
+
     def _prepare(self, request: GenerationRequest) -> tuple[list[int], int, list[str]]:
         stops = list(request.stop)
         if request.messages is None:
             tokens = self.tokenize(request.prompt or "")
         else:
-            stops += [s for s in self.chat_stop if s not in stops]
+            if request.json_schema is None:  # constrained JSON ends at the grammar's end, not at a blank line
+                stops += [s for s in self.chat_stop if s not in stops]
             messages = [m.model_dump() for m in request.messages]
             budget = self.n_ctx - request.max_tokens
             messages = _drop_oldest(messages, [len(m["content"]) for m in messages], budget * MAX_CHARS_PER_TOKEN)
@@ -192,6 +216,7 @@ class LlamaCppEngine:
         emit: Callable[[str], None],
         cancelled: threading.Event,
         chat: bool,
+        grammar: llama_cpp.LlamaGrammar | None = None,
     ) -> tuple[str, int]:
         """Runs in a worker thread; returns (finish_reason, completion_tokens)."""
         llama.set_seed(request.seed if request.seed is not None else random.getrandbits(31))
@@ -202,7 +227,13 @@ class LlamaCppEngine:
         count = 0
         finish = "length"
         for token in llama.generate(
-            prompt, temp=request.temperature, top_p=request.top_p, top_k=0, min_p=0.0, repeat_penalty=1.0
+            prompt,
+            temp=request.temperature,
+            top_p=request.top_p,
+            top_k=0,
+            min_p=0.0,
+            repeat_penalty=1.0,
+            grammar=grammar,
         ):
             if cancelled.is_set():
                 finish = "cancelled"
@@ -235,6 +266,7 @@ class LlamaCppEngine:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Yields text chunks as they decode, then a final chunk with finish_reason and usage."""
         prompt, max_tokens, stops = await asyncio.to_thread(self.prepare, request)
+        grammar = await asyncio.to_thread(self.grammar, request.json_schema) if request.json_schema else None
         llama = await self._slots.get()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -247,7 +279,7 @@ class LlamaCppEngine:
         def run() -> tuple[str, int]:
             try:
                 return self._decode(
-                    llama, prompt, max_tokens, stops, request, emit, cancelled, request.messages is not None
+                    llama, prompt, max_tokens, stops, request, emit, cancelled, request.messages is not None, grammar
                 )
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _END)

@@ -123,24 +123,39 @@ def completion_budget(prompt_tokens: int, requested: int, context_length: int, m
 
 
 def stop_strings(request: GenerationRequest, chat_stop: list[str]) -> list[str]:
-    """The request's stop strings, plus the model file's chat stops for chat requests."""
+    """The request's stop strings, plus the model file's chat stops for free chat requests
+    (constrained JSON ends where its schema does: a chat stop such as a blank line would cut it)."""
     stops = list(request.stop)
-    if request.messages is not None:
+    if request.messages is not None and request.json_schema is None:
         stops += [s for s in chat_stop if s not in stops]
     return stops
 
 
+def structured_output_kwargs(json_schema: dict[str, Any] | None, sampling_module: Any) -> dict[str, Any]:
+    """The `SamplingParams` argument that constrains output to a JSON schema, from vLLM's
+    `vllm.sampling_params` module: `structured_outputs=StructuredOutputsParams(json=...)` in current
+    releases, `guided_decoding=GuidedDecodingParams(json=...)` in the ones before it. Nothing when free."""
+    if json_schema is None:
+        return {}
+    params = getattr(sampling_module, "StructuredOutputsParams", None)
+    if params is not None:
+        return {"structured_outputs": params(json=json_schema)}
+    return {"guided_decoding": sampling_module.GuidedDecodingParams(json=json_schema)}
+
+
 def sampling_params_kwargs(
-    request: GenerationRequest, max_tokens: int, chat_stop: list[str] | None = None
+    request: GenerationRequest, max_tokens: int, chat_stop: list[str] | None = None, sampling_module: Any = None
 ) -> dict[str, Any]:
     """Keyword arguments of vLLM's `SamplingParams` (its field names) for one request.
-    `output_kind` is left to the caller: it is a vLLM enum."""
+    `output_kind` is left to the caller: it is a vLLM enum. `sampling_module` (vLLM's
+    `vllm.sampling_params`) is needed only for requests with a `json_schema`."""
     return {
         "max_tokens": max_tokens,
         "temperature": request.temperature,
         "top_p": request.top_p,
         "stop": stop_strings(request, chat_stop or []),
         "seed": request.seed,
+        **structured_output_kwargs(request.json_schema, sampling_module),
     }
 
 

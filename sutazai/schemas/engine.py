@@ -9,7 +9,7 @@ caller caused are `EngineError` (mapped to 400).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field, model_validator
 
@@ -23,7 +23,10 @@ class ChatMessage(BaseModel):
 
 
 class GenerationRequest(BaseModel):
-    """Exactly one of `messages` (chat, rendered with the model's template) or `prompt` (raw)."""
+    """Exactly one of `messages` (chat, rendered with the model's template) or `prompt` (raw).
+
+    `json_schema`, when set, constrains the output to JSON valid for it (tool calls, response_format);
+    unset, decoding is free (no grammar, full speed). It is part of the request, hence of its cache key."""
 
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
@@ -33,6 +36,7 @@ class GenerationRequest(BaseModel):
     stop: list[str] = Field(default_factory=list)
     seed: int | None = None
     request_id: str | None = None
+    json_schema: dict[str, Any] | None = None
 
     def estimated_prompt_tokens(self) -> int:
         """An upper-side guess before tokenizing (about 3 characters per token of text)."""

@@ -1,8 +1,8 @@
 """The OpenAI protocol subset we serve: chat completions, completions, models.
 
 Requests: unknown fields are accepted and ignored (clients send many), but the
-ones we read are validated; features we do not serve (n > 1, tools) are refused
-with a clear 4xx rather than silently ignored. Responses and stream chunks are
+ones we read are validated; features we do not serve (n > 1, tools other than
+functions) are refused with a clear 4xx rather than silently ignored. Responses and stream chunks are
 typed here too, field for field as OpenAI sends them (vLLM's
 `entrypoints/openai/protocol.py` is the model).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,9 +23,23 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # a JSON string
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class OpenAIMessage(_Lenient):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, max_length=64)
+    tool_call_id: Text | None = Field(default=None, max_length=256)
+    name: Text | None = Field(default=None, max_length=64)
 
     def text(self) -> str:
         """The message's text; content parts other than text are refused (ValueError)."""
@@ -73,7 +87,9 @@ class _SamplingFields(_Lenient):
 class ChatCompletionRequest(_SamplingFields):
     messages: list[OpenAIMessage] = Field(min_length=1, max_length=512)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
-    tools: list[dict] | None = None
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _newer_name_wins(self) -> ChatCompletionRequest:
@@ -81,13 +97,6 @@ class ChatCompletionRequest(_SamplingFields):
         if self.max_completion_tokens is not None:
             self.max_tokens = self.max_completion_tokens
         return self
-
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        if value:
-            raise ValueError("tool calling is not served on this endpoint yet")
-        return value
 
 
 class CompletionRequest(_SamplingFields):
@@ -109,7 +118,7 @@ class CompletionRequest(_SamplingFields):
 
 # -- responses --------------------------------------------------------------------------
 
-OpenAIFinishReason = Literal["stop", "length"]
+OpenAIFinishReason = Literal["stop", "length", "tool_calls"]
 
 
 def completion_id(prefix: str) -> str:
@@ -120,8 +129,20 @@ def now() -> int:
     return int(time.time())
 
 
-class _Response(BaseModel):
+class _AlwaysSent(BaseModel):
+    """Stream events leave unset fields out; the fields named in `_always` are sent even at their
+    defaults, because clients read them (the SDK's stream helpers skip a chunk without `object`)."""
+
+    _always: ClassVar[tuple[str, ...]] = ()
+
+    def model_post_init(self, context: Any, /) -> None:
+        self.__pydantic_fields_set__.update(self._always)
+
+
+class _Response(_AlwaysSent):
     """What every completion object and chunk starts with."""
+
+    _always = ("object", "created")
 
     id: str
     created: int = Field(default_factory=now)
@@ -131,6 +152,7 @@ class _Response(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(BaseModel):
@@ -146,12 +168,29 @@ class ChatCompletionResponse(_Response):
     usage: Usage
 
 
+class DeltaFunctionCall(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(BaseModel):
+    """One piece of a streamed tool call: the first has index, id, type and name."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunctionCall
+
+
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
-class ChatChunkChoice(BaseModel):
+class ChatChunkChoice(_AlwaysSent):
+    _always = ("index", "finish_reason")
+
     index: int = 0
     delta: DeltaMessage
     finish_reason: OpenAIFinishReason | None = None

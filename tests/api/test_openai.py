@@ -1,6 +1,10 @@
 """The official `openai` client works against /v1 unchanged."""
 
+import json
+
+import jsonschema
 import openai
+import pydantic
 import pytest
 
 
@@ -77,3 +81,157 @@ def test_a_request_without_a_key_is_refused_with_401(serve_app):
     anonymous = openai.OpenAI(base_url=f"{serve_app}/v1", api_key="sk-not-a-real-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         anonymous.models.list()
+
+
+# -- tools and structured output (constrained decoding; the base model calls tools with it) ---
+
+TIME_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_current_time",
+        "description": "The current time in a timezone.",
+        "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]},
+    },
+}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+PARIS = [{"role": "user", "content": "What time is it in Paris?"}]
+
+
+def test_tools_return_a_tool_call_whose_arguments_validate(client):
+    r = client.chat.completions.create(
+        model="gemma3-270m", messages=PARIS, tools=[TIME_TOOL], max_tokens=40, temperature=0
+    )
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    call = choice.message.tool_calls[0]
+    assert call.id.startswith("call_") and call.function.name == "get_current_time"
+    jsonschema.validate(json.loads(call.function.arguments), TIME_TOOL["function"]["parameters"])
+
+
+def test_a_named_tool_choice_forces_that_tool(client):
+    r = client.chat.completions.create(
+        model="gemma3-270m",
+        messages=PARIS,
+        tools=[TIME_TOOL, WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=40,
+        temperature=0,
+    )
+    assert r.choices[0].message.tool_calls[0].function.name == "get_weather"
+
+
+def test_tool_choice_none_answers_text(client):
+    r = client.chat.completions.create(
+        model="gemma3-270m", messages=PARIS, tools=[TIME_TOOL], tool_choice="none", max_tokens=12, temperature=0
+    )
+    assert r.choices[0].message.tool_calls is None and r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_streamed_tool_calls_work_with_the_clients_stream_helper(client):
+    with client.chat.completions.stream(
+        model="gemma3-270m", messages=PARIS, tools=[TIME_TOOL], tool_choice="required", max_tokens=40, temperature=0
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    call = final.choices[0].message.tool_calls[0]
+    assert final.choices[0].finish_reason == "tool_calls" and call.function.name == "get_current_time"
+    jsonschema.validate(json.loads(call.function.arguments), TIME_TOOL["function"]["parameters"])
+
+
+def test_a_json_schema_response_format_answers_json_that_validates(client):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    r = client.chat.completions.create(
+        model="gemma3-270m",
+        messages=[{"role": "user", "content": "Name a city in France."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}},
+        max_tokens=30,
+        temperature=0,
+    )
+    jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+
+
+class City(pydantic.BaseModel):
+    name: str
+    country: str
+
+
+def test_parse_with_a_pydantic_response_format_returns_the_model(client):
+    r = client.chat.completions.parse(
+        model="gemma3-270m",
+        messages=[{"role": "user", "content": "Name a city and its country."}],
+        response_format=City,
+        max_tokens=40,
+        temperature=0,
+    )
+    assert isinstance(r.choices[0].message.parsed, City)
+
+
+def test_an_invalid_response_schema_is_a_400(client):
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="gemma3-270m",
+            messages=PARIS,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}},
+            max_tokens=4,
+        )
+
+
+def test_a_schema_the_grammar_builder_refuses_is_a_400(client):
+    bad = {"type": "object", "properties": {"a": {"type": "string", "pattern": "(("}}}
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="gemma3-270m",
+            messages=PARIS,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": bad}},
+            max_tokens=4,
+        )
+
+
+def test_a_tool_choice_naming_an_unknown_tool_is_a_422(client):
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(
+            model="gemma3-270m",
+            messages=PARIS,
+            tools=[TIME_TOOL],
+            tool_choice={"type": "function", "function": {"name": "nope"}},
+            max_tokens=4,
+        )
+
+
+CALLED = {
+    "role": "assistant",
+    "content": None,
+    "tool_calls": [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_current_time", "arguments": '{"timezone": "Europe/Paris"}'},
+        }
+    ],
+}
+
+
+def test_a_tool_result_message_is_accepted(client):
+    messages = [*PARIS, CALLED, {"role": "tool", "tool_call_id": "call_1", "content": "14:05"}]
+    r = client.chat.completions.create(
+        model="gemma3-270m", messages=messages, tools=[TIME_TOOL], tool_choice="none", max_tokens=12, temperature=0
+    )
+    assert r.choices[0].message.content is not None
+
+
+def test_the_clients_stream_helper_reads_a_text_stream(client):
+    with client.chat.completions.stream(
+        model="gemma3-270m", messages=[{"role": "user", "content": "Hi"}], max_tokens=8, seed=3
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    assert final.choices[0].finish_reason in ("stop", "length")

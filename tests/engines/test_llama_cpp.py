@@ -111,3 +111,31 @@ def test_a_template_that_refuses_the_messages_is_an_engine_error(gguf):
     with pytest.raises(EngineError) as refused:
         engine.prepare(chat("hi"))
     assert refused.value.code == "invalid_messages" and "alternate" in refused.value.message
+
+
+# -- constrained decoding on the real GGUF ---------------------------------------------------
+
+OBJECT_WITH_A = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+
+def test_grammars_are_compiled_once_per_schema(gguf):
+    engine = engine_with(gguf)
+    assert engine.grammar(OBJECT_WITH_A) is engine.grammar(dict(OBJECT_WITH_A))
+    assert engine.grammar(None) is None
+
+
+def test_a_schema_the_grammar_builder_refuses_is_an_invalid_schema_error(gguf):
+    with pytest.raises(EngineError) as refused:
+        engine_with(gguf).grammar({"type": "string", "pattern": "(("})
+    assert refused.value.code == "invalid_schema"
+
+
+def test_a_constrained_chat_answers_json_valid_for_the_schema_despite_the_chat_stops(gguf):
+    import asyncio
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    request = chat("Give me a number.").model_copy(update={"json_schema": OBJECT_WITH_A, "max_tokens": 32})
+    result = asyncio.run(engine_with(gguf).generate(request))
+    assert Draft202012Validator(OBJECT_WITH_A).is_valid(json.loads(result.text))

@@ -24,6 +24,7 @@ from sutazai.engines.vllm import (
     prompt_token_ids,
     sampling_params_kwargs,
     stream_chunks,
+    structured_output_kwargs,
     vllm_request_id,
 )
 from sutazai.schemas.engine import EngineError, GenerationChunk, GenerationRequest, Usage
@@ -119,6 +120,39 @@ def test_chat_requests_also_stop_at_the_model_files_chat_stops():
 
 def test_raw_prompts_do_not_get_the_chat_stops():
     assert sampling_params_kwargs(req(), 5, chat_stop=["User:"])["stop"] == []
+
+
+@dataclass
+class FakeStructuredOutputsParams:
+    json: Any
+
+
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}}
+
+
+def test_a_json_schema_becomes_vllms_structured_outputs_parameter():
+    module = types.SimpleNamespace(StructuredOutputsParams=FakeStructuredOutputsParams)
+    kwargs = sampling_params_kwargs(req(json_schema=SCHEMA), 5, sampling_module=module)
+    assert kwargs["structured_outputs"] == FakeStructuredOutputsParams(json=SCHEMA)
+
+
+def test_a_vllm_without_structured_outputs_gets_guided_decoding():
+    module = types.SimpleNamespace(GuidedDecodingParams=FakeStructuredOutputsParams)
+    assert structured_output_kwargs(SCHEMA, module) == {"guided_decoding": FakeStructuredOutputsParams(json=SCHEMA)}
+
+
+def test_free_requests_carry_no_structured_output_parameter():
+    assert "structured_outputs" not in sampling_params_kwargs(req(), 5) and structured_output_kwargs(None, None) == {}
+
+
+def test_constrained_chats_do_not_get_the_chat_stops():
+    kwargs = sampling_params_kwargs(
+        chat("hi", json_schema=SCHEMA),
+        5,
+        chat_stop=["\n\n"],
+        sampling_module=types.SimpleNamespace(StructuredOutputsParams=FakeStructuredOutputsParams),
+    )
+    assert kwargs["stop"] == []
 
 
 # --- prompts and the context ----------------------------------------------------------------------
