@@ -83,3 +83,16 @@ async def signed_in(client: httpx.AsyncClient, services: Services, role: str, pa
     response = await client.post("/api/v1/auth/login", json={"username": user.username, "password": password})
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def function_tool(name: str, description: str, *required: str) -> dict[str, Any]:
+    """An OpenAI function tool whose `required` arguments are strings."""
+    properties = {argument: {"type": "string"} for argument in required}
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": list(required)},
+        },
+    }

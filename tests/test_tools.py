@@ -15,15 +15,9 @@ from sutazai.tools import (
     tool_specs,
     tools_schema,
 )
+from tests.helpers import function_tool
 
-TIME = {
-    "type": "function",
-    "function": {
-        "name": "get_current_time",
-        "description": "The time in a timezone.",
-        "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]},
-    },
-}
+TIME = function_tool("get_current_time", "The time in a timezone.", "timezone")
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
 
 

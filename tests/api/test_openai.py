@@ -7,6 +7,8 @@ import openai
 import pydantic
 import pytest
 
+from tests.helpers import function_tool
+
 
 @pytest.fixture(scope="module")
 def api_key(api) -> str:
@@ -85,22 +87,8 @@ def test_a_request_without_a_key_is_refused_with_401(serve_app):
 
 # -- tools and structured output (constrained decoding; the base model calls tools with it) ---
 
-TIME_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_current_time",
-        "description": "The current time in a timezone.",
-        "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]},
-    },
-}
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
+TIME_TOOL = function_tool("get_current_time", "The current time in a timezone.", "timezone")
+WEATHER_TOOL = function_tool("get_weather", "The weather in a city.", "city")
 PARIS = [{"role": "user", "content": "What time is it in Paris?"}]
 
 
