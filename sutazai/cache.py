@@ -13,6 +13,7 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from sutazai import metrics
 from sutazai.schemas.engine import GenerationRequest, GenerationResult
 from sutazai.schemas.system import CacheStats
 
@@ -53,6 +54,7 @@ class ResponseCache:
         except (RedisError, OSError) as exc:
             logger.warning("cache bypassed (redis unavailable): %s", exc)
             return None
+        (metrics.CACHE_HITS if raw is not None else metrics.CACHE_MISSES).record(1, model=model)
         return GenerationResult.model_validate_json(raw) if raw is not None else None
 
     async def put(self, model: str, request: GenerationRequest, result: GenerationResult, scope: str = SHARED) -> None:

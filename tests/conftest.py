@@ -99,7 +99,9 @@ def serve_app(app_env):
     ray.init(
         address="local",
         num_cpus=4,
-        include_dashboard=False,
+        include_dashboard=True,  # Ray's state API (the cluster status route's actors) is served by the dashboard
+        dashboard_port=free_port(),
+        _metrics_export_port=free_port(),  # our ray.util.metrics, scraped by tests/api/test_metrics.py
         namespace="sutazai-test",
         logging_level="WARNING",
         log_to_driver=False,

@@ -24,6 +24,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from sutazai import metrics
 from sutazai.auth.principal import Principal
 from sutazai.auth.rate_limit import AUTH_FAILURES, REQUESTS, TOKENS, Limit, rate_limited
 from sutazai.auth.roles import ROLES, rank
@@ -77,6 +78,7 @@ async def current_principal(
     failures = [Limit(f"ip:{ip or 'unknown'}", services.settings.auth_failures_per_minute)]
     refused = await services.limiter.check(AUTH_FAILURES, failures)
     if not refused.allowed:
+        metrics.RATE_LIMITED.record(1, code="too_many_auth_failures")
         raise rate_limited(refused, "too many failed authentications from this address", code="too_many_auth_failures")
     try:
         principal = await services.authenticator.principal(credentials.credentials if credentials else None)
@@ -88,6 +90,7 @@ async def current_principal(
     decision = await services.limiter.hit(REQUESTS, principal.request_limits(services.settings))
     request.state.rate_limit = decision  # the security middleware turns it into X-RateLimit-* headers
     if not decision.allowed:
+        metrics.RATE_LIMITED.record(1, code="rate_limited")
         raise rate_limited(decision, f"rate limit of {decision.limit} requests per minute exceeded")
     return principal
 
@@ -174,6 +177,7 @@ class ModelCaller:
         exhausted), so parallel requests cannot all pass a check that only one can afford."""
         limiter, settings = self.services.limiter, self.services.settings
         if not await limiter.acquire(self.slot_bucket(), settings.max_concurrent_model_requests):
+            metrics.RATE_LIMITED.record(1, code="too_many_concurrent_requests")
             raise RateLimited(
                 f"at most {settings.max_concurrent_model_requests} model requests at once; wait for one to finish",
                 {"Retry-After": "1"},
@@ -185,6 +189,7 @@ class ModelCaller:
         if not decision.allowed:
             await limiter.add(TOKENS, self.token_limits(), -tokens)
             await limiter.release(self.slot_bucket())
+            metrics.RATE_LIMITED.record(1, code="token_rate_limited")
             raise rate_limited(
                 decision,
                 f"token limit of {decision.limit} tokens per minute: this request may need {tokens}",
@@ -199,6 +204,7 @@ async def model_caller(request: Request, services: ServicesDep, principal: UserD
     decision = await services.limiter.check(TOKENS, principal.token_limits(services.settings))
     request.state.token_rate_limit = decision
     if not decision.allowed:
+        metrics.RATE_LIMITED.record(1, code="token_rate_limited")
         raise rate_limited(
             decision,
             f"token limit of {decision.limit} tokens per minute exceeded",

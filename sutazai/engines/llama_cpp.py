@@ -19,6 +19,7 @@ import logging
 import random
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 import llama_cpp
 from jinja2.exceptions import TemplateError
 
+from sutazai import metrics
 from sutazai.catalog import ModelSpec
 from sutazai.engines.prompts import ChatTemplate
 from sutazai.schemas.engine import (
@@ -106,6 +108,7 @@ class LlamaCppEngine:
         self._special_template = self._template_uses_special_tokens()
         self._grammars: dict[str, llama_cpp.LlamaGrammar] = {}
         self._grammar_lock = threading.Lock()
+        self._waiting = 0
 
     @property
     def slots(self) -> int:
@@ -263,11 +266,27 @@ class LlamaCppEngine:
             emit(held)
         return finish, count
 
+    def _record_load(self) -> None:
+        model = self.spec.name
+        metrics.REQUESTS_RUNNING.record(self.slots - self._slots.qsize(), model=model)
+        metrics.REQUESTS_WAITING.record(self._waiting, model=model)
+
+    def _give_back(self, llama: llama_cpp.Llama) -> None:
+        self._slots.put_nowait(llama)
+        self._record_load()
+
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Yields text chunks as they decode, then a final chunk with finish_reason and usage."""
+        arrived = time.perf_counter()
         prompt, max_tokens, stops = await asyncio.to_thread(self.prepare, request)
         grammar = await asyncio.to_thread(self.grammar, request.json_schema) if request.json_schema else None
-        llama = await self._slots.get()
+        self._waiting += 1
+        self._record_load()
+        try:
+            llama = await self._slots.get()
+        finally:
+            self._waiting -= 1
+        self._record_load()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
@@ -286,11 +305,20 @@ class LlamaCppEngine:
 
         future = loop.run_in_executor(self._executor, run)
         # The slot goes back when the thread is done, whatever happens to this generator.
-        future.add_done_callback(lambda _: self._slots.put_nowait(llama))
+        future.add_done_callback(lambda _: self._give_back(llama))
+        model, last = self.spec.name, None
         try:
             while (item := await queue.get()) is not _END:
+                now = time.perf_counter()
+                if last is None:
+                    metrics.TIME_TO_FIRST_TOKEN.record(now - arrived, model=model)
+                else:
+                    metrics.INTER_TOKEN_LATENCY.record(now - last, model=model)
+                last = now
                 yield GenerationChunk(text=item)
             finish, completion_tokens = await future
+            metrics.PROMPT_TOKENS.record(len(prompt), model=model)
+            metrics.GENERATION_TOKENS.record(completion_tokens, model=model)
             yield GenerationChunk(
                 finish_reason=finish, usage=Usage(prompt_tokens=len(prompt), completion_tokens=completion_tokens)
             )

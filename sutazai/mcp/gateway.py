@@ -31,6 +31,7 @@ import ray
 from jsonschema import Draft202012Validator
 from ray.exceptions import RayActorError, RayTaskError
 
+from sutazai import metrics
 from sutazai.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from sutazai.mcp.config import USER_PLACEHOLDER, MCPConfig, ServerConfig, user_placeholders
 from sutazai.mcp.errors import InstanceRetired, ServerUnavailable
@@ -186,7 +187,15 @@ class MCPGateway:
 
         timeout = timeout or config.call_timeout_s
         started = time.perf_counter()
-        result = await self._ask(key, actor.call_tool.remote(tool, arguments, timeout), timeout + ACTOR_SLACK_S)
+        try:
+            result = await self._ask(key, actor.call_tool.remote(tool, arguments, timeout), timeout + ACTOR_SLACK_S)
+        except Exception:
+            metrics.MCP_CALL_ERRORS.record(1, server=server, kind="call")
+            raise
+        finally:
+            metrics.MCP_CALL_DURATION.record(time.perf_counter() - started, server=server)
+        if result.get("is_error"):
+            metrics.MCP_CALL_ERRORS.record(1, server=server, kind="tool")
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
         if result.pop("generation", listing.generation) != listing.generation:
             self._listings.pop(key, None)  # the server restarted: list its tools again next time

@@ -42,6 +42,7 @@ class HealthReport(BaseModel):
     status: Literal["ok", "degraded", "down"]
     version: str
     components: dict[str, ComponentHealth]
+    cluster: str = "/api/v1/cluster/status"  # nodes, replicas and actors, from Ray
 
 
 class DeploymentState(BaseModel):
