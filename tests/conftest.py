@@ -72,6 +72,16 @@ def app_env(backing_services, data_dir) -> dict[str, str]:
     }
 
 
+RAY_DEFAULT_PORTS = {52365, 52366, 8265, 8266, 6379, 10001}  # Ray's agents take these unless told otherwise
+
+
+def ray_port() -> int:
+    """A free port that none of Ray's own processes will claim by default."""
+    while (port := free_port()) in RAY_DEFAULT_PORTS:
+        pass
+    return port
+
+
 @pytest.fixture(scope="session")
 def replica_settings(app_env):
     """`replica_settings(**overrides)`: the settings a replica of the session app has (its
@@ -100,8 +110,8 @@ def serve_app(app_env):
         address="local",
         num_cpus=4,
         include_dashboard=True,  # Ray's state API (the cluster status route's actors) is served by the dashboard
-        dashboard_port=free_port(),
-        _metrics_export_port=free_port(),  # our ray.util.metrics, scraped by tests/api/test_metrics.py
+        dashboard_port=ray_port(),
+        _metrics_export_port=ray_port(),  # our ray.util.metrics, scraped by tests/api/test_metrics.py
         namespace="sutazai-test",
         logging_level="WARNING",
         log_to_driver=False,
