@@ -8,8 +8,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from sutazai import __version__
 from sutazai.api import audit, cache, chat, cluster, conversations, keys, mcp, openai, sessions, system, users
 from sutazai.api.errors import install_error_handlers
-from sutazai.api.metrics_middleware import MetricsMiddleware
-from sutazai.api.middleware import RequestIdMiddleware
+from sutazai.api.middleware import AccessMiddleware
 from sutazai.api.security import install_security
 from sutazai.services import Services
 
@@ -35,6 +34,5 @@ def create_app(services: Services) -> FastAPI:
     install_security(app, settings)
     if settings.trusted_proxies:  # the client address is X-Forwarded-For only when a trusted proxy says so
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
-    app.add_middleware(MetricsMiddleware)  # every answer counted, security refusals included
-    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer (even a 413) has an id
+    app.add_middleware(AccessMiddleware)  # added last: outermost, so every answer (even a 413) has an id and is counted
     return app

@@ -1,7 +1,9 @@
-"""Request ids on every response and in the access log line.
+"""Per request, in one pure ASGI layer: the request id, the access log line and the HTTP metrics.
 
-Under Serve the proxy already assigns one (from a client's `X-Request-ID` or a
+Under Serve the proxy already assigns a request id (from a client's `X-Request-ID` or a
 new one) and echoes it; we reuse it. Outside Serve (plain ASGI) we do both here.
+Metrics carry the matched path template (`/api/v1/users/{user_id}`), never the raw
+path, so the number of series stays bounded whatever clients send.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sutazai import metrics
+
 logger = logging.getLogger("sutazai.access")
 _SANE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+UNMATCHED = "unmatched"
 
 
 def _serve_request_id() -> str | None:
@@ -26,8 +31,17 @@ def _serve_request_id() -> str | None:
         return None
 
 
-class RequestIdMiddleware:
-    """Pure ASGI (not BaseHTTPMiddleware) so streaming responses pass through untouched."""
+def route_template(scope: Scope) -> str:
+    """The path template of the route the router matched (set in the shared scope), or "unmatched"."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED
+
+
+class AccessMiddleware:
+    """Pure ASGI (not BaseHTTPMiddleware) so streaming responses pass through untouched.
+    Outermost, so every answer (even a 413) has an id and is counted; a stream's latency
+    covers the whole stream."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -47,19 +61,16 @@ class RequestIdMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            if message["type"] == "http.response.start" and not serve_id:
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                if not serve_id:
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            route, method = route_template(scope), str(scope.get("method", ""))
+            metrics.HTTP_REQUESTS.record(1, route=route, method=method, status=str(status))
+            metrics.HTTP_REQUEST_DURATION.record(elapsed, route=route, method=method)
             if not serve_id:  # Serve's replica log already has an access line with the id
-                logger.info(
-                    "%s %s %s %.1fms request_id=%s",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    (time.perf_counter() - started) * 1000,
-                    request_id,
-                )
+                logger.info("%s %s %s %.1fms request_id=%s", method, scope["path"], status, elapsed * 1000, request_id)

@@ -8,7 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from sutazai import metrics
-from sutazai.api.metrics_middleware import MetricsMiddleware
+from sutazai.api.middleware import AccessMiddleware
 
 
 class Recorded:
@@ -28,7 +28,7 @@ async def test_the_middleware_counts_a_request_by_its_route_template(monkeypatch
     async def item(item_id: str) -> dict:
         return {"id": item_id}
 
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(AccessMiddleware)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         assert (await client.get("/items/42")).status_code == 200
     assert recorded.calls == [(1, {"route": "/items/{item_id}", "method": "GET", "status": "200"})]
