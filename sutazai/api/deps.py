@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -24,12 +24,12 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from sutazai import metrics
 from sutazai.auth.principal import Principal
-from sutazai.auth.rate_limit import AUTH_FAILURES, REQUESTS, TOKENS, Limit, rate_limited
+from sutazai.auth.rate_limit import AUTH_FAILURES, REQUESTS, TOKENS, Decision, Limit, rate_limited
 from sutazai.auth.roles import ROLES, rank
 from sutazai.cache import SHARED
 from sutazai.errors import Forbidden, RateLimited, Unauthenticated
+from sutazai.inference import ModelClient
 from sutazai.schemas.common import INT32_MAX
 from sutazai.schemas.engine import GenerationChunk, GenerationRequest, Usage
 from sutazai.services import Services
@@ -78,7 +78,6 @@ async def current_principal(
     failures = [Limit(f"ip:{ip or 'unknown'}", services.settings.auth_failures_per_minute)]
     refused = await services.limiter.check(AUTH_FAILURES, failures)
     if not refused.allowed:
-        metrics.RATE_LIMITED.record(1, code="too_many_auth_failures")
         raise rate_limited(refused, "too many failed authentications from this address", code="too_many_auth_failures")
     try:
         principal = await services.authenticator.principal(credentials.credentials if credentials else None)
@@ -90,7 +89,6 @@ async def current_principal(
     decision = await services.limiter.hit(REQUESTS, principal.request_limits(services.settings))
     request.state.rate_limit = decision  # the security middleware turns it into X-RateLimit-* headers
     if not decision.allowed:
-        metrics.RATE_LIMITED.record(1, code="rate_limited")
         raise rate_limited(decision, f"rate limit of {decision.limit} requests per minute exceeded")
     return principal
 
@@ -118,6 +116,11 @@ def require_role(role: str) -> Callable[..., Awaitable[Principal]]:
 ViewerDep = Annotated[Principal, Depends(require_role("viewer"))]
 UserDep = Annotated[Principal, Depends(require_role("user"))]
 AdminDep = Annotated[Principal, Depends(require_role("admin"))]
+
+
+def token_limited(decision: Decision, message: str) -> RateLimited:
+    """A 429 for the tokens-per-minute budget, with its X-RateLimit-*-Tokens headers."""
+    return rate_limited(decision, message, code="token_rate_limited", suffix="-Tokens")
 
 
 @dataclass
@@ -177,7 +180,6 @@ class ModelCaller:
         exhausted), so parallel requests cannot all pass a check that only one can afford."""
         limiter, settings = self.services.limiter, self.services.settings
         if not await limiter.acquire(self.slot_bucket(), settings.max_concurrent_model_requests):
-            metrics.RATE_LIMITED.record(1, code="too_many_concurrent_requests")
             raise RateLimited(
                 f"at most {settings.max_concurrent_model_requests} model requests at once; wait for one to finish",
                 {"Retry-After": "1"},
@@ -189,14 +191,22 @@ class ModelCaller:
         if not decision.allowed:
             await limiter.add(TOKENS, self.token_limits(), -tokens)
             await limiter.release(self.slot_bucket())
-            metrics.RATE_LIMITED.record(1, code="token_rate_limited")
-            raise rate_limited(
-                decision,
-                f"token limit of {decision.limit} tokens per minute: this request may need {tokens}",
-                code="token_rate_limited",
-                suffix="-Tokens",
-            )
+            limit = decision.limit
+            raise token_limited(decision, f"token limit of {limit} tokens per minute: this request may need {tokens}")
         return Reservation(self, prompt, tokens)
+
+    async def open_stream(
+        self, client: ModelClient, request: GenerationRequest
+    ) -> tuple[AsyncIterator[GenerationChunk], bool, Reservation]:
+        """Reserve, then start the stream (a refusal is an HTTP status, and gives the reservation
+        back); the caller's event generator settles the reservation when the stream ends."""
+        reservation = await self.reserve([request])
+        try:
+            chunks, cached = await self.services.inference.open_stream(client, request, cache_scope=self.cache_scope)
+        except BaseException:
+            await reservation.settle()
+            raise
+        return chunks, cached, reservation
 
 
 async def model_caller(request: Request, services: ServicesDep, principal: UserDep) -> ModelCaller:
@@ -204,13 +214,7 @@ async def model_caller(request: Request, services: ServicesDep, principal: UserD
     decision = await services.limiter.check(TOKENS, principal.token_limits(services.settings))
     request.state.token_rate_limit = decision
     if not decision.allowed:
-        metrics.RATE_LIMITED.record(1, code="token_rate_limited")
-        raise rate_limited(
-            decision,
-            f"token limit of {decision.limit} tokens per minute exceeded",
-            code="token_rate_limited",
-            suffix="-Tokens",
-        )
+        raise token_limited(decision, f"token limit of {decision.limit} tokens per minute exceeded")
     return ModelCaller(principal, services)
 
 

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sutazai import metrics
 from sutazai.errors import (
     BadRequest,
     Conflict,
@@ -123,6 +124,8 @@ DEPENDENCY_DOWN: tuple[type[Exception], ...] = (
 def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
     @app.exception_handler(SutazaiError)
     async def _domain(request: Request, exc: SutazaiError) -> JSONResponse:
+        if isinstance(exc, RateLimited):  # every 429 passes here, whichever limit refused it
+            metrics.RATE_LIMITED.record(1, code=exc.code)
         return error_response(
             request, status_of(exc), exc.code, exc.message, headers=headers_of(exc), details=exc.details
         )

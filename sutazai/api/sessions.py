@@ -11,7 +11,6 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from sutazai import metrics
 from sutazai.api.deps import AuditDep, ClientIpDep, ServicesDep, ViewerDep
 from sutazai.auth import passwords
 from sutazai.auth.principal import JWT
@@ -51,7 +50,6 @@ async def login(body: LoginRequest, services: ServicesDep, audit: AuditDep, ip: 
     if not decision.allowed:
         if decision.used == decision.limit + 1:  # audit the first refusal of the window, not every one
             await audit.record("auth.login_rate_limited", details={"username_sha256": name_hash})
-        metrics.RATE_LIMITED.record(1, code="too_many_login_attempts")
         raise rate_limited(decision, "too many login attempts; try again later", code="too_many_login_attempts")
 
     found = await services.users.get_for_login(body.username)
