@@ -86,6 +86,7 @@ class InferenceService:
         request_id: str | None,
         messages: list[ChatMessage] | None = None,
         prompt: str | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> GenerationRequest:
         """`sampling` is any request body with max_tokens, temperature, top_p, stop and seed;
         what it leaves unset comes from the model file."""
@@ -99,6 +100,7 @@ class InferenceService:
             stop=sampling.stop,
             seed=sampling.seed,
             request_id=request_id,
+            json_schema=json_schema,
         )
 
     def _error(self, exc: BaseException, model: str) -> SutazaiError:

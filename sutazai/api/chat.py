@@ -104,12 +104,7 @@ async def chat_stream(
     """SSE: `token` events with text deltas, then one `done` event with usage.
     The turn is stored only once the answer is complete."""
     turn = await _prepare_turn(body, services, request_id, caller.principal.user_id)
-    reservation = await caller.reserve([turn.request])
-    try:
-        chunks, cached = await services.inference.open_stream(turn.client, turn.request, cache_scope=caller.cache_scope)
-    except BaseException:
-        await reservation.settle()
-        raise
+    chunks, cached, reservation = await caller.open_stream(turn.client, turn.request)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         parts: list[str] = []

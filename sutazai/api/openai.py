@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from sutazai.api.deps import ModelCaller, ModelCallerDep, RequestIdDep, Reservation, ServicesDep, ViewerDep
+from sutazai.api.deps import ModelCallerDep, RequestIdDep, Reservation, ServicesDep, ViewerDep
 from sutazai.api.errors import error_body
 from sutazai.api.sse import SSE_RESPONSES, event, sse_response
 from sutazai.errors import InvalidInput, SutazaiError
@@ -104,8 +104,10 @@ def _chat_request(
     messages = _messages(body)
     if hint:
         messages.insert(0, ChatMessage(role="system", content=hint))
-    request = services.inference.build_request(client.spec, body, messages=messages, request_id=request_id)
-    return request.model_copy(update={"json_schema": schema}), names
+    request = services.inference.build_request(
+        client.spec, body, messages=messages, request_id=request_id, json_schema=schema
+    )
+    return request, names
 
 
 def _tool_calls(parsed: ParsedOutput) -> list[ToolCall]:
@@ -146,18 +148,6 @@ async def _events(
         await reservation.settle()
 
 
-async def _open_stream(
-    services: Services, client: ModelClient, request: GenerationRequest, caller: ModelCaller
-) -> tuple[AsyncIterator[GenerationChunk], Reservation]:
-    reservation = await caller.reserve([request])
-    try:
-        chunks, _ = await services.inference.open_stream(client, request, cache_scope=caller.cache_scope)
-    except BaseException:
-        await reservation.settle()
-        raise
-    return chunks, reservation
-
-
 @router.post("/chat/completions", response_model=ChatCompletionResponse, responses=SSE_RESPONSES)
 async def chat_completions(
     body: ChatCompletionRequest, caller: ModelCallerDep, services: ServicesDep, request_id: RequestIdDep
@@ -185,7 +175,7 @@ async def chat_completions(
         )
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    chunks, reservation = await _open_stream(services, client, request, caller)
+    chunks, _, reservation = await caller.open_stream(client, request)
     if names is not None:
         return sse_response(_tool_events(reservation, chunks, names, cid, model, include_usage, request_id))
     first = True
@@ -271,7 +261,7 @@ async def completions(
     if body.stream:
         if len(requests) != 1:
             raise InvalidInput("prompt: streaming takes a single prompt")
-        chunks, reservation = await _open_stream(services, client, requests[0], caller)
+        chunks, _, reservation = await caller.open_stream(client, requests[0])
         echo = prompts[0] if body.echo else ""
 
         def text_chunk(text: str) -> CompletionChunk:
