@@ -94,6 +94,18 @@ class Settings(BaseSettings):
     mcp_config: Path = PROJECT_ROOT / "cluster" / "mcp" / "servers.json"
     mcp_enabled: bool = True
 
+    # Agents and durable tasks.
+    agents_dir: Path = PROJECT_ROOT / "cluster" / "agents"  # Markdown definitions, synced at start
+    task_runners: int = 2  # agent runner actors per dispatcher, spread over the cluster
+    task_runner_num_cpus: float = 0.1
+    tasks_max_running: int = 16  # agent tasks running at once, per dispatcher
+    tasks_max_running_per_agent: int = 8
+    orchestrations_max_running: int = 16  # parent tasks wait on children: a pool of their own
+    task_max_attempts: int = 3
+    task_lease_s: float = 30.0  # a runner that misses heartbeats this long loses its task
+    task_retry_backoff_s: float = 1.0  # doubled per attempt
+    task_wait_max_s: float = 300.0  # the longest `wait: true` holds a request
+
     # Health checks.
     health_timeout_s: float = 3.0
     retry_after_s: int = 2
