@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from sutazai.agents.definitions import load_agent_files
 from sutazai.auth.accounts import ensure_admin
 from sutazai.auth.authenticate import Authenticator
 from sutazai.auth.rate_limit import RateLimiter
@@ -27,8 +28,10 @@ from sutazai.auth.tokens import TokenSigner
 from sutazai.cache import ResponseCache
 from sutazai.catalog import ModelCatalog
 from sutazai.inference import InferenceService, ModelClient
+from sutazai.mcp.config import MCPConfig, load_config
 from sutazai.mcp.gateway import MCPGateway
 from sutazai.settings import Settings
+from sutazai.storage.agents import AgentStore
 from sutazai.storage.api_keys import ApiKeyStore
 from sutazai.storage.audit import AuditStore
 from sutazai.storage.conversations import ConversationStore
@@ -56,6 +59,8 @@ class Services:
     limiter: RateLimiter
     authenticator: Authenticator
     mcp: MCPGateway | None  # None when MCP is disabled or failed to start
+    agents: AgentStore
+    mcp_config: MCPConfig | None  # the servers file, even when the gateway failed; None when MCP is disabled
     started_at: float = field(default_factory=time.time)
     _housekeeping: asyncio.Task[None] | None = None
 
@@ -88,6 +93,37 @@ def redis_client(settings: Settings) -> aioredis.Redis:
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
         health_check_interval=30,
+    )
+
+
+def mcp_config_of(settings: Settings) -> MCPConfig | None:
+    """The MCP servers file, for validating agents' tools; None when MCP is off or the file is unusable."""
+    if not settings.mcp_enabled:
+        return None
+    try:
+        return load_config(settings.mcp_config)
+    except (ValueError, OSError) as exc:
+        logger.warning("MCP config %s unusable, agents get no tools: %s", settings.mcp_config, exc)
+        return None
+
+
+async def sync_agent_files(services: Services) -> None:
+    """Load the agents folder and make the 'file' agents in Postgres match it (a bad file is
+    logged and skipped; replicas starting together sync one at a time)."""
+    folder = services.settings.agents_dir
+    loaded, errors = load_agent_files(folder, services.mcp_config, set(services.catalog.names()))
+    for error in errors:
+        logger.warning("agent file %s not loaded: %s", error.path, error.message)
+    report = await services.agents.sync_files(loaded)
+    for name in report.conflicts:
+        logger.warning("agent file for %r ignored: an agent of that name was made through the API", name)
+    logger.info(
+        "agents from %s: %d created, %d updated, %d unchanged, %d deleted",
+        folder,
+        len(report.created),
+        len(report.updated),
+        len(report.unchanged),
+        len(report.deleted),
     )
 
 
@@ -133,7 +169,10 @@ async def build_services(
         limiter=RateLimiter(redis, prefix=f"{settings.app_name}:rl:", timeout_s=settings.redis_timeout_s, clock=clock),
         authenticator=Authenticator(signer, sessions, keys),
         mcp=mcp,
+        agents=AgentStore(pool),
+        mcp_config=mcp.config if mcp is not None else mcp_config_of(settings),
     )
     await ensure_admin(users, settings)
+    await sync_agent_files(services)
     services._housekeeping = asyncio.create_task(services._purge_expired_sessions())
     return services

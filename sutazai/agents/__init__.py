@@ -1,0 +1,1 @@
+"""Agents: their definitions (Markdown files with YAML front matter, or the admin API)."""
