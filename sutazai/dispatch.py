@@ -15,7 +15,6 @@ limits, so the overall limits are per dispatcher.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -82,6 +81,8 @@ class Dispatcher:
         self.worker_id = worker_id or f"dispatcher-{uuid.uuid4().hex[:8]}"
         self._running: dict[uuid.UUID, _Attempt] = {}
         self._wake = asyncio.Event()
+        self._queued: set[str] = {"agent", "orchestrate"}  # kinds that may have due tasks: look at these
+        self._heard = 0  # notifications of queued tasks so far
         self._stopping = False
         self.started = 0
         self.ended_without_runner = 0
@@ -105,8 +106,10 @@ class Dispatcher:
                     logger.warning("claiming tasks failed: %s", exc)
                 if listener is None or listener.is_closed():
                     listener = await self._listen()
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self._wake.wait(), self.limits.poll_s)
+                except TimeoutError:  # retries whose backoff ended, a lost notification: look at every kind
+                    self._queued.update(("agent", "orchestrate"))
                 self._wake.clear()
         finally:
             self._stopping = True
@@ -128,6 +131,8 @@ class Dispatcher:
             if attempt is not None:
                 asyncio.get_running_loop().create_task(self._cancel(attempt.task))
         else:
+            self._queued.add(payload.removeprefix("queued:"))
+            self._heard += 1
             self._wake.set()
 
     async def _cancel(self, task: Task) -> None:
@@ -147,26 +152,26 @@ class Dispatcher:
         self.requeued_expired += len(ended)
 
     async def _fill(self) -> None:
-        pools = (
-            (["agent"], self.limits.max_running),
-            (["orchestrate"], self.limits.orchestrations),
-        )
-        for kinds, limit in pools:
-            while True:
-                free = limit - sum(1 for a in self._running.values() if a.task.kind in kinds)
+        """Claims while there are free slots and due tasks; a kind found empty is not looked at
+        again until a notification (or the poll) says it may have some."""
+        for kind, limit in (("agent", self.limits.max_running), ("orchestrate", self.limits.orchestrations)):
+            while kind in self._queued:
+                free = limit - sum(1 for a in self._running.values() if a.task.kind == kind)
                 if free <= 0:
                     break
+                want = min(free, self.limits.claim_batch)
+                heard = self._heard
                 claimed = await self.store.claim(
                     self.worker_id,
-                    limit=min(free, self.limits.claim_batch),
-                    kinds=kinds,
+                    limit=want,
+                    kinds=[kind],
                     lease_s=self.limits.lease_s,
                     per_agent=self.limits.per_agent,
                 )
                 for task in claimed:
                     self._start(task)
-                if len(claimed) < min(free, self.limits.claim_batch):
-                    break
+                if len(claimed) < want and self._heard == heard:  # nothing new arrived meanwhile
+                    self._queued.discard(kind)
 
     def _start(self, task: Task) -> None:
         self.started += 1
@@ -184,6 +189,7 @@ class Dispatcher:
             await self._end_attempt(task, "runner_error", f"{type(exc).__name__}: {exc}")
         finally:
             self._running.pop(task.id, None)
+            self._queued.add(task.kind)  # a slot (and maybe an agent's limit) freed up
             self._wake.set()
 
     async def _end_attempt(self, task: Task, code: str, message: str) -> None:
@@ -192,11 +198,15 @@ class Dispatcher:
                 task.id, task.attempts, {"code": code, "message": message[:2000]}, backoff_s=self.limits.backoff_s
             )
         except (asyncpg.PostgresError, OSError) as exc:
-            logger.warning("could not end attempt %d of task %s (its lease will expire): %s", task.attempts, task.id, exc)
+            logger.warning(
+                "could not end attempt %d of task %s (its lease will expire): %s", task.attempts, task.id, exc
+            )
             return
         if ended is not None:
             self.ended_without_runner += 1
-            logger.warning("task %s attempt %d ended without its runner (%s): now %s", task.id, task.attempts, code, ended.status)
+            logger.warning(
+                "task %s attempt %d ended without its runner (%s): now %s", task.id, task.attempts, code, ended.status
+            )
 
     # ---- reporting -------------------------------------------------------
 

@@ -69,6 +69,9 @@ def app_env(backing_services, data_dir) -> dict[str, str]:
         "SUTAZAI_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "SUTAZAI_RATE_LIMIT_REQUESTS_PER_MINUTE": _GENEROUS,
         "SUTAZAI_RATE_LIMIT_TOKENS_PER_MINUTE": _GENEROUS,
+        # Short leases and backoffs, so a task whose runner died is retried within seconds.
+        "SUTAZAI_TASK_LEASE_S": "6",
+        "SUTAZAI_TASK_RETRY_BACKOFF_S": "0.2",
     }
 
 

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from sutazai.dispatch import DispatchLimits, Dispatcher, RunnerDied
+from sutazai.dispatch import Dispatcher, DispatchLimits, RunnerDied
 from sutazai.storage.db import create_pool
 from sutazai.storage.tasks import NewTask, Task, TaskStore
 from tests.helpers import fresh_database

@@ -146,9 +146,7 @@ async def _role(ctx: AttemptContext, task: Task) -> str:
     return role
 
 
-async def _tools(
-    ctx: AttemptContext, definition: AgentDefinition, task: Task
-) -> tuple[list[Any], ToolRunner | None]:
+async def _tools(ctx: AttemptContext, definition: AgentDefinition, task: Task) -> tuple[list[Any], ToolRunner | None]:
     if not definition.tools:
         return [], None
     if ctx.gateway is None:
@@ -172,9 +170,7 @@ async def _run_agent_task(ctx: AttemptContext, task: Task) -> tuple[dict[str, An
     model = ctx.model(definition.model, str(task.id))
     past = await _past(ctx, task)
     async with asyncio.timeout(definition.timeout_s):
-        result = await run_agent(
-            definition, task.input, tools, model, runner or _NoTools(), _recorder(ctx, task), past
-        )
+        result = await run_agent(definition, task.input, tools, model, runner or _NoTools(), _recorder(ctx, task), past)
     return {"answer": result.answer, "steps": result.steps}, result.usage
 
 
@@ -215,7 +211,9 @@ async def _definition(ctx: AttemptContext, name: str) -> AgentDefinition:
     return stored.definition()
 
 
-async def _plan(ctx: AttemptContext, task: Task, names: list[str], coordinator: AgentDefinition) -> tuple[list[dict], Usage]:
+async def _plan(
+    ctx: AttemptContext, task: Task, names: list[str], coordinator: AgentDefinition
+) -> tuple[list[dict], Usage]:
     """The coordinator's sub-tasks (recorded as a `plan` event, reused on retry)."""
     for type_, data in await _past(ctx, task):
         if type_ == "plan":
@@ -311,7 +309,12 @@ async def _wait_for_children(ctx: AttemptContext, task: Task, children: list[Tas
                 task.id,
                 task.attempts,
                 "child",
-                {"child_id": str(event.task_id), "agent": agents.get(event.task_id), "seq": event.seq, "type": event.type},
+                {
+                    "child_id": str(event.task_id),
+                    "agent": agents.get(event.task_id),
+                    "seq": event.seq,
+                    "type": event.type,
+                },
             )
         children = await ctx.store.children(task.id)
         if all(c.terminal for c in children) and all(seen.get(c.id, 0) >= c.event_seq for c in children):
@@ -320,4 +323,6 @@ async def _wait_for_children(ctx: AttemptContext, task: Task, children: list[Tas
 
 
 def _add(a: Usage, b: Usage) -> Usage:
-    return Usage(prompt_tokens=a.prompt_tokens + b.prompt_tokens, completion_tokens=a.completion_tokens + b.completion_tokens)
+    return Usage(
+        prompt_tokens=a.prompt_tokens + b.prompt_tokens, completion_tokens=a.completion_tokens + b.completion_tokens
+    )

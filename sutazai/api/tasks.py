@@ -155,9 +155,7 @@ async def list_tasks(
     caller: ViewerDep, services: ServicesDep, page: PageDep, status: TaskStatus | None = None
 ) -> Page[TaskOut]:
     """Newest first: your own tasks (an admin's list has everyone's)."""
-    items, total = await services.tasks.page(
-        _owner_filter(caller), status=status, limit=page.limit, offset=page.offset
-    )
+    items, total = await services.tasks.page(_owner_filter(caller), status=status, limit=page.limit, offset=page.offset)
     return Page(items=[task_out(t) for t in items], total=total, limit=page.limit, offset=page.offset)
 
 

@@ -28,7 +28,7 @@ TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TaskKind = Literal["agent", "orchestrate"]
 TERMINAL: tuple[TaskStatus, ...] = ("succeeded", "failed", "cancelled")
 
-QUEUE_CHANNEL = "sutazai_task_queue"  # payload "queued", or "cancel:<task id>"
+QUEUE_CHANNEL = "sutazai_task_queue"  # payload "queued:<kind>", or "cancel:<task id>"
 EVENTS_CHANNEL = "sutazai_task_events"  # payload "<task id>"
 
 
@@ -149,12 +149,21 @@ class TaskStore:
             return (await self._submit(conn, child, parent_id))[0]
 
     async def _submit(self, conn: asyncpg.Connection, new: NewTask, parent_id: uuid.UUID | None) -> tuple[Task, bool]:
+        """One statement: the row, its `queued` event, and the notifications (sent on commit)."""
         row = await conn.fetchrow(
-            """INSERT INTO tasks (id, owner_id, kind, agent, definition, input, params, idempotency_key,
-                                  priority, max_attempts, parent_id, status, event_seq)
-               VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb, $8, $9, $10, $11, 'queued', 1)
-               ON CONFLICT (owner_id, idempotency_key) DO NOTHING
-               RETURNING *""",
+            f"""WITH t AS (
+                    INSERT INTO tasks (id, owner_id, kind, agent, definition, input, params, idempotency_key,
+                                       priority, max_attempts, parent_id, status, event_seq)
+                    VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::jsonb, $8, $9, $10, $11, 'queued', 1)
+                    ON CONFLICT (owner_id, idempotency_key) DO NOTHING
+                    RETURNING *),
+                e AS (
+                    INSERT INTO task_events (task_id, seq, attempt, type, data)
+                    SELECT id, 1, 0, 'queued', jsonb_build_object('agent', agent, 'kind', kind, 'priority', priority)
+                    FROM t)
+                SELECT t.*, pg_notify('{QUEUE_CHANNEL}', 'queued:' || t.kind),
+                       pg_notify('{EVENTS_CHANNEL}', t.id::text)
+                FROM t""",
             uuid.uuid4(),
             new.owner_id,
             new.kind,
@@ -167,19 +176,13 @@ class TaskStore:
             new.max_attempts,
             parent_id,
         )
-        if row is None:
-            existing = await conn.fetchrow(
-                "SELECT * FROM tasks WHERE owner_id = $1 AND idempotency_key = $2", new.owner_id, new.idempotency_key
-            )
-            assert existing is not None  # the conflict was on this very key
-            return Task.from_row(existing), False
-        await conn.execute(
-            "INSERT INTO task_events (task_id, seq, attempt, type, data) VALUES ($1, 1, 0, 'queued', $2::jsonb)",
-            row["id"],
-            _dumps({"agent": new.agent, "kind": new.kind, "priority": new.priority}),
+        if row is not None:
+            return Task.from_row(row), True
+        existing = await conn.fetchrow(
+            "SELECT * FROM tasks WHERE owner_id = $1 AND idempotency_key = $2", new.owner_id, new.idempotency_key
         )
-        await conn.execute(f"SELECT pg_notify('{QUEUE_CHANNEL}', 'queued'), pg_notify('{EVENTS_CHANNEL}', $1)", str(row["id"]))
-        return Task.from_row(row), True
+        assert existing is not None  # the conflict was on this very key
+        return Task.from_row(existing), False
 
     # ---- reading ---------------------------------------------------------
 
@@ -233,17 +236,14 @@ class TaskStore:
 
     # ---- dispatching -----------------------------------------------------
 
-    async def claim(
-        self, worker: str, *, limit: int, kinds: list[str], lease_s: float, per_agent: int
-    ) -> list[Task]:
+    async def claim(self, worker: str, *, limit: int, kinds: list[str], lease_s: float, per_agent: int) -> list[Task]:
         """Leases up to `limit` queued tasks that are due, highest priority first, keeping each
         agent under `per_agent` running tasks; each gets a `started` event."""
         rows = await self.pool.fetch(
             f"""WITH candidates AS (
                     SELECT id, agent, priority, created_at FROM tasks
                     WHERE status = 'queued' AND run_after <= now() AND kind = ANY($2::text[])
-                    ORDER BY priority DESC, created_at LIMIT $1 * 4
-                    FOR UPDATE SKIP LOCKED),
+                    ORDER BY priority DESC, created_at LIMIT $1 * 4),
                 running AS (
                     SELECT agent, count(*) AS n FROM tasks WHERE status = 'running' GROUP BY agent),
                 ranked AS (
@@ -251,8 +251,11 @@ class TaskStore:
                            row_number() OVER (PARTITION BY c.agent ORDER BY c.priority DESC, c.created_at)
                              + coalesce(r.n, 0) AS slot
                     FROM candidates c LEFT JOIN running r ON r.agent IS NOT DISTINCT FROM c.agent),
-                picked AS (
+                chosen AS (
                     SELECT id FROM ranked WHERE slot <= $5 ORDER BY priority DESC, created_at LIMIT $1),
+                picked AS (  -- locked only now: another claim holding one of them just means fewer here
+                    SELECT id FROM tasks WHERE id IN (SELECT id FROM chosen) AND status = 'queued'
+                    FOR UPDATE SKIP LOCKED),
                 t AS (
                     UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = $3,
                         lease_expires_at = now() + make_interval(secs => $4), started_at = coalesce(started_at, now()),
@@ -350,11 +353,13 @@ class TaskStore:
         async with self.pool.acquire() as conn, conn.transaction():
             ended = await conn.fetch(
                 f"""WITH t AS ({_END_ATTEMPT.format(where=where)}),
-                    e AS ({_APPEND.format(
+                    e AS ({
+                    _APPEND.format(
                         type="CASE WHEN t.status = 'queued' THEN 'retry' ELSE t.status END",
                         data="jsonb_build_object('error', $2::jsonb, 'attempt', t.attempt, "
                         "'retry_at', CASE WHEN t.status = 'queued' THEN t.run_after END)",
-                    )})
+                    )
+                })
                     SELECT id FROM t""",
                 backoff_s,
                 _dumps(error),
@@ -363,7 +368,8 @@ class TaskStore:
             if not ended:
                 return []
             rows = await conn.fetch("SELECT * FROM tasks WHERE id = ANY($1::uuid[])", [r["id"] for r in ended])
-            await conn.execute(f"SELECT pg_notify('{QUEUE_CHANNEL}', 'queued')")
+            for kind in {r["kind"] for r in rows}:
+                await conn.execute(f"SELECT pg_notify('{QUEUE_CHANNEL}', 'queued:' || $1::text)", kind)
         return [Task.from_row(r) for r in rows]
 
     async def cancel(self, task_id: uuid.UUID, owner_id: uuid.UUID | None) -> Task:
@@ -394,6 +400,6 @@ class TaskStore:
                 task_id,
             )
             for r in running:
-                await conn.execute(f"SELECT pg_notify('{QUEUE_CHANNEL}', 'cancel:' || $1::text)", r["id"])
+                await conn.execute(f"SELECT pg_notify('{QUEUE_CHANNEL}', 'cancel:' || $1::uuid::text)", r["id"])
             row = await conn.fetchrow("SELECT * FROM tasks WHERE id = $1", task_id)
         return Task.from_row(row)

@@ -49,7 +49,9 @@ def agents(admin_api):
         admin_api.delete(f"/api/v1/agents/{name}")
 
 
-def events_of(api: httpx.Client, task_id: str, last_event_id: str | None = None, limit: int | None = None) -> list[dict]:
+def events_of(
+    api: httpx.Client, task_id: str, last_event_id: str | None = None, limit: int | None = None
+) -> list[dict]:
     """The task's SSE stream as (id, event, data) dicts, until it ends (or `limit` events)."""
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
     out: list[dict] = []
@@ -189,8 +191,12 @@ def test_a_killed_runner_actor_does_not_lose_the_task_or_repeat_its_tool_call(ap
 def test_orchestrate_runs_each_agent_and_combines_their_answers(api, agents):
     r = api.post(
         "/api/v1/orchestrate",
-        json={"input": "Greet the user.", "agents": [agents["talker"], agents["clock"]], "wait": True,
-              "wait_timeout_s": 180},
+        json={
+            "input": "Greet the user.",
+            "agents": [agents["talker"], agents["clock"]],
+            "wait": True,
+            "wait_timeout_s": 180,
+        },
     )
     assert r.status_code == 200, r.text
     parent = r.json()
@@ -208,3 +214,22 @@ def test_cancelling_an_orchestration_cancels_its_children(api, agents):
     assert wait_ended(api, parent["id"], timeout=10)["status"] == "cancelled"
     for child in api.get(f"/api/v1/tasks/{parent['id']}").json()["children"]:
         assert wait_ended(api, str(child), timeout=10)["status"] == "cancelled"
+
+
+def test_tasks_queued_across_an_app_restart_all_complete(api, agents, app_env):
+    """Last in this module: the Serve app is deleted with tasks queued and running, then deployed again."""
+    from ray import serve
+
+    from deployments.app import build_app
+
+    ids = [
+        api.post("/api/v1/tasks", json={"agent": agents["talker"], "input": f"Count to {i}."}).json()["id"]
+        for i in range(4)
+    ]
+    serve.delete("sutazai")
+    serve.run(build_app({"env": app_env}), name="sutazai", route_prefix="/")
+    finished = [wait_ended(api, task_id, timeout=180) for task_id in ids]
+    assert [t["status"] for t in finished] == ["succeeded"] * 4, finished
+    for task in finished:
+        events = [e["data"]["type"] for e in events_of(api, task["id"])]
+        assert events.count("succeeded") == 1
