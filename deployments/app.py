@@ -2,7 +2,8 @@
 
 One model deployment per enabled model file, each with the replica count,
 concurrency and queue bounds its file declares, and one autoscaled ingress that
-reaches them through deployment handles. The two engines' builders sit side by
+reaches them through deployment handles, and the task dispatcher, which owns the
+agent runner actors. The two engines' builders sit side by
 side here; both deployments answer the same protocol (`sutazai.schemas.engine`).
 """
 
@@ -15,6 +16,7 @@ from ray.serve import Application
 
 from deployments.cpu_model import CPUModelServer
 from deployments.ingress import Ingress
+from deployments.task_dispatcher import TaskDispatcher
 from sutazai.catalog import ModelCatalog, ModelSpec
 from sutazai.settings import Settings, get_settings
 
@@ -60,6 +62,10 @@ def ingress_options(settings: Settings, env: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def dispatcher_options(settings: Settings, env: dict[str, str]) -> dict[str, Any]:
+    return {"name": "task-dispatcher", "ray_actor_options": {"num_cpus": 0.1} | _runtime_env(env)}
+
+
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """`args` may carry `env`: environment variables for every replica
     (DATABASE_URL, REDIS_URL, ...), as `serve_config.yaml` or `sutazai run` give them."""
@@ -70,6 +76,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     settings = get_settings()
     catalog = ModelCatalog.load(Path(env.get("SUTAZAI_MODELS_DIR", settings.models_dir)))
     models = {spec.name: model_deployment(spec, env) for spec in catalog.specs.values()}
+    dispatcher = TaskDispatcher.options(**dispatcher_options(settings, env)).bind()  # type: ignore[attr-defined]
     return Ingress.options(**ingress_options(settings, env)).bind(  # type: ignore[attr-defined]
-        models, [spec.model_dump() for spec in catalog.specs.values()]
+        models, [spec.model_dump() for spec in catalog.specs.values()], dispatcher
     )

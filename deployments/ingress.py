@@ -26,12 +26,12 @@ logger = logging.getLogger("ray.serve")
 @serve.ingress()
 class Ingress:
     async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
-        self, models: dict[str, Any], catalog_specs: list[dict[str, Any]]
+        self, models: dict[str, Any], catalog_specs: list[dict[str, Any]], dispatcher: Any = None
     ) -> None:
         settings = get_settings()
         catalog = ModelCatalog([ModelSpec.model_validate(s) for s in catalog_specs])
         mcp = await _connect_mcp(settings) if settings.mcp_enabled else None
-        self.services: Services = await build_services(settings, catalog, models, mcp=mcp)
+        self.services: Services = await build_services(settings, catalog, models, mcp=mcp, dispatcher=dispatcher)
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(self.services)

@@ -14,7 +14,7 @@ from typing import Any
 from ray import serve
 
 from deployments.agent_runner import RayRunners
-from sutazai.dispatch import DispatchLimits, Dispatcher
+from sutazai.dispatch import Dispatcher, DispatchLimits
 from sutazai.settings import Settings, get_settings
 from sutazai.storage.db import create_pool
 from sutazai.storage.tasks import TaskStore

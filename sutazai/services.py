@@ -37,7 +37,9 @@ from sutazai.storage.audit import AuditStore
 from sutazai.storage.conversations import ConversationStore
 from sutazai.storage.db import create_pool
 from sutazai.storage.refresh_tokens import RefreshTokenStore
+from sutazai.storage.tasks import TaskStore
 from sutazai.storage.users import UserStore
+from sutazai.task_events import TaskEventHub
 
 logger = logging.getLogger("sutazai.services")
 
@@ -61,6 +63,9 @@ class Services:
     mcp: MCPGateway | None  # None when MCP is disabled or failed to start
     agents: AgentStore
     mcp_config: MCPConfig | None  # the servers file, even when the gateway failed; None when MCP is disabled
+    tasks: TaskStore
+    task_events: TaskEventHub
+    dispatcher: Any  # the task dispatcher deployment's handle (None when built without one, in tests)
     started_at: float = field(default_factory=time.time)
     _housekeeping: asyncio.Task[None] | None = None
 
@@ -69,6 +74,7 @@ class Services:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
+        await self.task_events.close()
         await self.pool.close()
         await self.redis.aclose()
 
@@ -133,6 +139,7 @@ async def build_services(
     handles: dict[str, Any],
     *,
     mcp: MCPGateway | None = None,
+    dispatcher: Any = None,
     clock: Callable[[], float] = time.time,
 ) -> Services:
     """Raises `SecretConfigError` when no usable JWT secret is configured, so a
@@ -171,7 +178,11 @@ async def build_services(
         mcp=mcp,
         agents=AgentStore(pool),
         mcp_config=mcp.config if mcp is not None else mcp_config_of(settings),
+        tasks=TaskStore(pool),
+        task_events=TaskEventHub(settings.database_url),
+        dispatcher=dispatcher,
     )
+    await services.task_events.start()
     await ensure_admin(users, settings)
     await sync_agent_files(services)
     services._housekeeping = asyncio.create_task(services._purge_expired_sessions())

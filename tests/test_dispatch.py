@@ -153,7 +153,7 @@ async def test_cancelling_a_running_task_reaches_its_runner(db):
 
 
 async def test_an_expired_lease_of_another_dispatcher_is_retried_here(db):
-    url, store = db
+    _, store = db
     user = await owner(store)
     task = await submit(store, user)
     [orphan] = await store.claim("gone", limit=1, kinds=["agent"], lease_s=0.2, per_agent=10)

@@ -6,13 +6,27 @@ from fastapi import FastAPI
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from sutazai import __version__
-from sutazai.api import agents, audit, cache, chat, cluster, conversations, keys, mcp, openai, sessions, system, users
+from sutazai.api import (
+    agents,
+    audit,
+    cache,
+    chat,
+    cluster,
+    conversations,
+    keys,
+    mcp,
+    openai,
+    sessions,
+    system,
+    tasks,
+    users,
+)
 from sutazai.api.errors import install_error_handlers
 from sutazai.api.middleware import AccessMiddleware
 from sutazai.api.security import install_security
 from sutazai.services import Services
 
-ROUTERS = (system, sessions, keys, users, audit, chat, conversations, cache, openai, mcp, cluster, agents)
+ROUTERS = (system, sessions, keys, users, audit, chat, conversations, cache, openai, mcp, cluster, agents, tasks)
 
 
 def create_app(services: Services) -> FastAPI:

@@ -11,7 +11,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
@@ -92,7 +92,11 @@ async def _agent_task(services: Services, caller: Principal, agent: str, body: A
     )
 
 
-_ACCEPTED = {202: {"model": TaskOut, "description": "stored and queued (or still running after `wait`)"}}
+_ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {"model": TaskOut, "description": "stored and queued (or still running after `wait`)"}
+}
+    202: {"model": TaskOut, "description": "stored and queued (or still running after `wait`)"}
+}
 
 
 @router.post("/api/v1/tasks", response_model=TaskOut, status_code=202, responses=_ACCEPTED)

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from sutazai.errors import Conflict, NotFound
 from sutazai.storage.records import Record
@@ -89,7 +89,7 @@ class NewTask(Record):
     agent: str | None
     definition: dict[str, Any] | None
     input: str
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = None
     priority: int = 0
     max_attempts: int = 3
@@ -107,6 +107,9 @@ def _dumps(value: Any) -> str:
 _APPEND = f"""INSERT INTO task_events (task_id, seq, attempt, type, data)
     SELECT t.id, t.event_seq, t.attempt, {{type}}, {{data}} FROM t
     RETURNING task_id, seq, pg_notify('{EVENTS_CHANNEL}', task_id::text)"""
+
+_FINAL_DATA = "jsonb_build_object('result', $4::jsonb, 'error', $5::jsonb, 'usage', t.usage)"
+_CANCELLED_DATA = "jsonb_build_object('reason', 'cancelled by request')"
 
 # What ends an attempt that failed (runner died, lease expired, retryable error): queued again
 # after a backoff doubling per attempt while attempts remain, else failed (or cancelled when asked).
@@ -321,7 +324,7 @@ class TaskStore:
                                event_seq = event_seq + 1, updated_at = now()
                            WHERE id = $1 AND attempts = $2 AND status = 'running'
                            RETURNING id, event_seq, attempts AS attempt, usage)
-                {_APPEND.format(type="$3", data="jsonb_build_object('result', $4::jsonb, 'error', $5::jsonb, 'usage', t.usage)")}""",
+                {_APPEND.format(type="$3", data=_FINAL_DATA)}""",
             task_id,
             attempt,
             status,
@@ -391,7 +394,7 @@ class TaskStore:
                                    event_seq = event_seq + 1, updated_at = now()
                                WHERE (id = $1 OR parent_id = $1) AND status = 'queued'
                                RETURNING id, event_seq, attempts AS attempt)
-                    {_APPEND.format(type="'cancelled'", data="jsonb_build_object('reason', 'cancelled by request')")}""",
+                    {_APPEND.format(type="'cancelled'", data=_CANCELLED_DATA)}""",
                 task_id,
             )
             running = await conn.fetch(
