@@ -95,8 +95,6 @@ async def _agent_task(services: Services, caller: Principal, agent: str, body: A
 _ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {"model": TaskOut, "description": "stored and queued (or still running after `wait`)"}
 }
-    202: {"model": TaskOut, "description": "stored and queued (or still running after `wait`)"}
-}
 
 
 @router.post("/api/v1/tasks", response_model=TaskOut, status_code=202, responses=_ACCEPTED)
