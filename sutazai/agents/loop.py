@@ -7,7 +7,8 @@ against scripted doubles.
 
 Tool calls are constrained decoding, as on `/v1/chat/completions` (`sutazai.tools`): each
 turn's output must be `{"tool", "arguments"}` for one of the agent's tools or
-`{"content"}`, an answer. An agent without tools decodes free text (no schema, full speed).
+`{"content"}`, an answer; the last step allows only the answer, so the agent ends with what its tools told it.
+An agent without tools decodes free text (no schema, full speed).
 
 Events (what the runner stores and SSE clients read), recorded through `record(type, data)`:
 
@@ -33,7 +34,16 @@ from typing import Any, NamedTuple, Protocol
 
 from sutazai.schemas.agents import AgentDefinition, AgentSampling
 from sutazai.schemas.engine import ChatMessage, Usage
-from sutazai.tools import ToolSpec, call_text, new_call_id, parse_tool_output, result_text, tools_prompt, tools_schema
+from sutazai.tools import (
+    ANSWER,
+    ToolSpec,
+    call_text,
+    new_call_id,
+    parse_tool_output,
+    result_text,
+    tools_prompt,
+    tools_schema,
+)
 
 MAX_RESULT_CHARS = 8_000  # of one tool result, as the model sees it
 TRUNCATED = "…[truncated]"
@@ -141,7 +151,6 @@ async def run_agent(
     by_name = {t.name: t for t in tools}
     by_target = {(t.server, t.tool): t for t in tools}
     specs = [ToolSpec(t.name, t.description, t.parameters) for t in tools]
-    schema = tools_schema(specs, allow_answer=True) if specs else None
     replay = _Past(past)
 
     messages = [
@@ -151,6 +160,7 @@ async def run_agent(
     usage = Usage()
     last_text = ""
     for step in range(1, definition.max_steps + 1):
+        schema = _turn_schema(specs, final=step == definition.max_steps)
         recorded = replay.models.get(step)
         if recorded is not None:
             text = recorded.get("text", "")
@@ -189,6 +199,14 @@ async def run_agent(
             content = await _run_call(step, call, by_target, runner, record, replay)
             messages.append(ChatMessage(role="user", content=result_text(call["name"], content)))
     raise MaxStepsReached(definition.max_steps, usage, last_text)
+
+
+def _turn_schema(specs: list[ToolSpec], *, final: bool) -> dict[str, Any] | None:
+    """A tool call or an answer; on the last step an answer only, so that an agent whose
+    model would call tools forever still ends with what it learned."""
+    if not specs:
+        return None
+    return ANSWER if final else tools_schema(specs, allow_answer=True)
 
 
 def _answer(text: str, by_name: dict[str, AgentTool], schema: dict[str, Any] | None) -> str:

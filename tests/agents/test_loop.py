@@ -308,3 +308,17 @@ async def test_a_second_retry_replays_the_events_of_both_earlier_attempts():
     result, third, _ = await run(model, runner=runner, past=first + second.events)
     assert runner.calls == [] and len(model.asked) == 1 and result.steps == 2
     assert third.types() == ["model"]
+
+
+async def test_the_last_step_may_only_answer():
+    model = ScriptedModel(call("get_current_time", timezone="UTC"), answer("It is noon."))
+    result = await run_agent(definition(max_steps=2), "Time?", [TIME], model, RecordingTools(), Events())
+    first_schema, last_schema = model.asked[0][1], model.asked[1][1]
+    assert "anyOf" in first_schema  # a tool call or an answer
+    assert last_schema == {
+        "type": "object",
+        "properties": {"content": {"type": "string"}},
+        "required": ["content"],
+        "additionalProperties": False,
+    }
+    assert result.answer == "It is noon."

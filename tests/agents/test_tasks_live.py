@@ -92,7 +92,7 @@ def test_an_agent_that_needs_the_time_calls_the_time_server_and_answers(api, age
     )
     assert r.status_code == 200, r.text
     task = r.json()
-    assert task["status"] == "succeeded", task
+    assert task["status"] == "succeeded", (task["error"], task["result"])
     assert task["usage"]["prompt_tokens"] > 0 and task["result"]["answer"]
     events = [e["data"] for e in events_of(api, task["id"])]
     calls = [e for e in events if e["type"] == "tool_call"]
