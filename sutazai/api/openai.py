@@ -2,8 +2,10 @@
 
 Tool calls and `response_format` are constrained decoding (`sutazai.tools`): the request carries a
 JSON schema to the engine, and the JSON it returns is parsed into `tool_calls` or `content`. A
-streamed tool call is sent once the output is complete (its JSON must be whole to be parsed): a
-first delta with id, type, name and empty arguments, then one with the whole arguments.
+stream is parsed as it arrives (`sutazai.tools.ToolOutputStream`) and sent as OpenAI streams: a tool
+call as a first delta with id, type, name and empty arguments, then deltas of its arguments' JSON
+text as the model writes it; a text answer (`{"content": ...}`) as content deltas of the decoded
+text. `response_format` streams stay content deltas of the raw JSON text.
 """
 
 from __future__ import annotations
@@ -43,7 +45,11 @@ from sutazai.schemas.openai import (
 )
 from sutazai.services import Services
 from sutazai.tools import (
+    ArgumentsDelta,
     ParsedOutput,
+    ToolCallStart,
+    ToolEvent,
+    ToolOutputStream,
     allowed_tools,
     call_text,
     new_call_id,
@@ -207,39 +213,47 @@ async def _tool_events(
     include_usage: bool,
     request_id: str | None,
 ) -> AsyncIterator[ServerSentEvent]:
-    """A stream that may call tools: the output is gathered, parsed, then sent as tool-call deltas
-    (or as one content delta when the model answered in text)."""
+    """A stream that may call tools, sent as OpenAI sends one while the output is parsed
+    (`ToolOutputStream`): a tool call's first delta has its id, type, name and empty arguments, the
+    next ones pieces of its arguments' JSON; a text answer arrives as content deltas. The finish
+    reason is "tool_calls" when the whole output parses as a call."""
+    first = True
 
     def chunk(delta: DeltaMessage, finish: OpenAIFinishReason | None = None) -> ServerSentEvent:
+        nonlocal first
+        if first:
+            delta.role = "assistant"
+            first = False
         choice = ChatChunkChoice(index=0, delta=delta, finish_reason=finish)
         return event(ChatCompletionChunk(id=cid, model=model, choices=[choice]))
 
-    parts: list[str] = []
+    def sent(events: list[ToolEvent]) -> list[ServerSentEvent]:
+        out = []
+        for e in events:
+            if isinstance(e, ToolCallStart):
+                function = DeltaFunctionCall(name=e.name, arguments="")
+                head = DeltaToolCall(index=0, id=new_call_id(), type="function", function=function)
+                out.append(chunk(DeltaMessage(tool_calls=[head])))
+            elif isinstance(e, ArgumentsDelta):
+                piece = DeltaToolCall(index=0, function=DeltaFunctionCall(arguments=e.text))
+                out.append(chunk(DeltaMessage(tool_calls=[piece])))
+            else:
+                out.append(chunk(DeltaMessage(content=e.text)))
+        return out
+
+    output = ToolOutputStream(names)
     try:
         async for piece in chunks:
             reservation.saw(piece)
-            parts.append(piece.text)
+            for sse in sent(output.feed(piece.text)):
+                yield sse
             if piece.usage is None or piece.finish_reason is None:
                 continue
             await reservation.settle()
-            parsed = parse_tool_output("".join(parts), names)
-            finish = _FINISH[piece.finish_reason]
-            for index, call in enumerate(_tool_calls(parsed)):
-                head = DeltaToolCall(
-                    index=index,
-                    id=call.id,
-                    type="function",
-                    function=DeltaFunctionCall(name=call.function.name, arguments=""),
-                )
-                yield chunk(
-                    DeltaMessage(role="assistant", tool_calls=[head]) if index == 0 else DeltaMessage(tool_calls=[head])
-                )
-                body = DeltaToolCall(index=index, function=DeltaFunctionCall(arguments=call.function.arguments))
-                yield chunk(DeltaMessage(tool_calls=[body]))
-                finish = "tool_calls"
-            if not parsed.tool_calls:
-                yield chunk(DeltaMessage(role="assistant", content=parsed.content or ""))
-            yield chunk(DeltaMessage(), finish)
+            rest, parsed = output.finish()
+            for sse in sent(rest):
+                yield sse
+            yield chunk(DeltaMessage(), "tool_calls" if parsed.tool_calls else _FINISH[piece.finish_reason])
             if include_usage:
                 yield event(ChatCompletionChunk(id=cid, model=model, choices=[], usage=piece.usage))
         yield event("[DONE]")

@@ -134,6 +134,29 @@ def test_streamed_tool_calls_work_with_the_clients_stream_helper(client):
     jsonschema.validate(json.loads(call.function.arguments), TIME_TOOL["function"]["parameters"])
 
 
+def test_a_streamed_tool_call_arrives_as_a_named_head_then_pieces_of_its_arguments(client):
+    request = {
+        "model": "gemma3-270m",
+        "messages": [{"role": "user", "content": "What is the weather like in San Francisco today?"}],
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "required",
+        "max_tokens": 40,
+        "temperature": 0,
+    }
+    deltas, finishes = [], []  # streamed first: a cached answer would replay as one chunk
+    for chunk in client.chat.completions.create(**request, stream=True):
+        deltas += chunk.choices[0].delta.tool_calls or []
+        finishes.append(chunk.choices[0].finish_reason)
+    whole = client.chat.completions.create(**request).choices[0].message.tool_calls[0]
+    head, pieces = deltas[0], deltas[1:]
+    assert head.id.startswith("call_") and head.type == "function" and head.index == 0
+    assert (head.function.name, head.function.arguments) == ("get_weather", "")
+    assert len(pieces) > 1 and all(p.id is None and p.function.name is None and p.index == 0 for p in pieces)
+    arguments = "".join(p.function.arguments for p in pieces)
+    assert json.loads(arguments) == json.loads(whole.function.arguments)
+    assert finishes[-1] == "tool_calls" and set(finishes[:-1]) == {None}
+
+
 def test_a_json_schema_response_format_answers_json_that_validates(client):
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
     r = client.chat.completions.create(
