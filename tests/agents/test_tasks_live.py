@@ -3,10 +3,12 @@ time MCP server, runner actors on Ray, the queue in Postgres."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 
+import asyncpg
 import httpx
 import pytest
 import ray
@@ -216,6 +218,15 @@ def test_cancelling_an_orchestration_cancels_its_children(api, agents):
         assert wait_ended(api, str(child), timeout=10)["status"] == "cancelled"
 
 
+async def statuses(database_url: str, ids: list[str]) -> list[str]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT status FROM tasks WHERE id = ANY($1::uuid[])", [uuid.UUID(i) for i in ids])
+    finally:
+        await conn.close()
+    return [r["status"] for r in rows]
+
+
 def test_tasks_queued_across_an_app_restart_all_complete(api, agents, app_env):
     """Last in this module: the Serve app is deleted with tasks queued and running, then deployed again."""
     from ray import serve
@@ -223,10 +234,12 @@ def test_tasks_queued_across_an_app_restart_all_complete(api, agents, app_env):
     from deployments.app import build_app
 
     ids = [
-        api.post("/api/v1/tasks", json={"agent": agents["talker"], "input": f"Count to {i}."}).json()["id"]
+        api.post("/api/v1/tasks", json={"agent": agents["clock"], "input": f"Time in Etc/GMT-{i}?"}).json()["id"]
         for i in range(4)
     ]
     serve.delete("sutazai")
+    unfinished = asyncio.run(statuses(app_env["DATABASE_URL"], ids))
+    assert set(unfinished) & {"queued", "running"}, f"every task ended before the app went down: {unfinished}"
     serve.run(build_app({"env": app_env}), name="sutazai", route_prefix="/")
     finished = [wait_ended(api, task_id, timeout=180) for task_id in ids]
     assert [t["status"] for t in finished] == ["succeeded"] * 4, finished
