@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import asyncpg
@@ -96,7 +97,8 @@ class AgentStore:
 
     async def sync_files(self, loaded: list[LoadedAgent]) -> SyncReport:
         """Make the 'file' agents those of `loaded`, in one transaction: insert new ones, update
-        changed ones, delete those whose file is gone. An 'api' agent of a file's name stays."""
+        changed ones, delete those whose file is gone (one that failed to load keeps its last good
+        version). An 'api' agent of a file's name stays."""
         report = SyncReport()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _SYNC_LOCK_ID)
@@ -118,7 +120,13 @@ class AgentStore:
                 else:
                     await conn.execute(_UPDATE, *_values(definition), path)
                     report.updated.append(definition.name)
-            gone = [name for name, stored in existing.items() if stored.source == "file" and name not in names]
+            # A file that is still there but did not load this time (a typo, MCP down at start) keeps
+            # its last good definition: only agents whose file is gone are deleted.
+            gone = [
+                name
+                for name, stored in existing.items()
+                if stored.source == "file" and name not in names and not (stored.path and Path(stored.path).exists())
+            ]
             if gone:
                 await conn.execute("DELETE FROM agents WHERE name = ANY($1::text[]) AND source = 'file'", gone)
                 report.deleted.extend(sorted(gone))

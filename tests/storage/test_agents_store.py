@@ -129,3 +129,11 @@ async def test_delete_removes_an_api_agent(store):
     await store.create(definition("made"))
     await store.delete("made")
     assert await store.get("made") is None
+
+
+async def test_sync_keeps_a_file_agent_whose_file_exists_but_failed_to_load(store, tmp_path):
+    path = tmp_path / "flaky.md"
+    path.write_text("---\nname: flaky\n---\n")
+    await store.sync_files([LoadedAgent(definition("flaky"), path)])
+    report = await store.sync_files([])  # this time its file did not load (MCP down, a typo)
+    assert report.deleted == [] and await store.get("flaky") is not None
