@@ -58,7 +58,7 @@ class TaskDispatcher:
             raise RuntimeError(f"the dispatch loop stopped: {self.loop.exception()!r}")
 
     async def stats(self) -> dict[str, Any]:
-        return self.dispatcher.stats() | {"runners": len(self.runners.actors)}
+        return await self.dispatcher.stats() | {"runners": len(self.runners.actors)}
 
     async def __del__(self) -> None:
         self.loop.cancel()

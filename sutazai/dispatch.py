@@ -210,7 +210,8 @@ class Dispatcher:
 
     # ---- reporting -------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    async def stats(self) -> dict[str, Any]:
+        """This dispatcher's attempts and counters, and the queue as Postgres has it."""
         by_kind: dict[str, int] = {}
         for attempt in self._running.values():
             by_kind[attempt.task.kind] = by_kind.get(attempt.task.kind, 0) + 1
@@ -220,6 +221,7 @@ class Dispatcher:
             "started": self.started,
             "ended_without_runner": self.ended_without_runner,
             "requeued_expired": self.requeued_expired,
+            "queue": await self.store.backlog(),
             "limits": {
                 "max_running": self.limits.max_running,
                 "per_agent": self.limits.per_agent,

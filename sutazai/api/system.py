@@ -43,7 +43,7 @@ async def _timed(check: Awaitable[Any], timeout_s: float) -> ComponentHealth:
     detail = error = None
     try:
         result = await asyncio.wait_for(check, timeout_s)
-        detail = result.model_dump() if hasattr(result, "model_dump") else None
+        detail = result.model_dump() if hasattr(result, "model_dump") else result if isinstance(result, dict) else None
         status = "ok"
     except Exception as exc:  # a failing dependency is a reading, not an error of this route
         status, error = "down", f"{type(exc).__name__}: {exc}"[:300]
@@ -70,6 +70,8 @@ async def health_detailed(caller: ViewerDep, services: ServicesDep) -> JSONRespo
     }
     for name, client in services.inference.clients.items():
         checks[f"model:{name}"] = client.info()
+    if services.dispatcher is not None:  # agents' tasks: the dispatch loop, its runners, the queue
+        checks["task_dispatcher"] = services.dispatcher.stats.remote()
     results = await asyncio.gather(*(_timed(c, timeout) for c in checks.values()))
     components = dict(zip(checks, results, strict=True))
     if services.mcp is not None:

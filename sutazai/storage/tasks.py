@@ -233,6 +233,13 @@ class TaskStore:
         )
         return [TaskEvent.from_row(r) for r in rows]
 
+    async def backlog(self) -> dict[str, int]:
+        """Queued (due or backing off) and running tasks, over every owner."""
+        rows = await self.pool.fetch(
+            "SELECT status, count(*) AS n FROM tasks WHERE status IN ('queued', 'running') GROUP BY status"
+        )
+        return {"queued": 0, "running": 0} | {r["status"]: r["n"] for r in rows}
+
     async def owner_role(self, task: Task) -> str | None:
         """The role the task runs with: its owner's role now (a demoted owner's tasks lose rights too)."""
         return await self.pool.fetchval("SELECT role FROM users WHERE id = $1 AND NOT disabled", task.owner_id)

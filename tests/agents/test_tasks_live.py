@@ -135,6 +135,12 @@ def test_a_viewer_cannot_submit_tasks(serve_app, new_user_headers, agents):
     assert r.status_code == 403
 
 
+def test_detailed_health_shows_the_dispatcher_its_runners_and_the_queue(admin_api):
+    dispatcher = admin_api.get("/api/v1/health/detailed").json()["components"]["task_dispatcher"]
+    assert dispatcher["status"] == "ok"
+    assert dispatcher["detail"]["runners"] >= 1 and set(dispatcher["detail"]["queue"]) == {"queued", "running"}
+
+
 def test_an_unknown_agent_is_404(api):
     r = api.post("/api/v1/tasks", json={"agent": "no-such-agent", "input": "x"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "agent_not_found"
