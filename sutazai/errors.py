@@ -47,6 +47,18 @@ class InvalidScope(InvalidInput):
     code = "invalid_scope"
 
 
+class UnsupportedMedia(SutazaiError):
+    """A file of a type the server cannot read (415)."""
+
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(SutazaiError):
+    """A body or file over its size limit (413)."""
+
+    code = "payload_too_large"
+
+
 class NotFound(SutazaiError):
     code = "not_found"
 

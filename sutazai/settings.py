@@ -106,6 +106,14 @@ class Settings(BaseSettings):
     task_retry_backoff_s: float = 1.0  # doubled per attempt
     task_wait_max_s: float = 300.0  # the longest `wait: true` holds a request
 
+    # Documents: originals under documents_dir (data_dir/documents unless set), chunked for retrieval.
+    documents_dir_override: Path | None = Field(
+        default=None, validation_alias=AliasChoices("SUTAZAI_DOCUMENTS_DIR", "documents_dir")
+    )
+    documents_max_bytes: int = 20 * 1024 * 1024
+    chunk_tokens: int = 200
+    chunk_overlap_tokens: int = 30
+
     # Health checks.
     health_timeout_s: float = 3.0
     retry_after_s: int = 2
@@ -122,6 +130,10 @@ class Settings(BaseSettings):
                     raise ValueError(f"{path} ({name}_file) is empty")
                 setattr(self, name, SecretStr(value))
         return self
+
+    @property
+    def documents_dir(self) -> Path:
+        return self.documents_dir_override or self.data_dir / "documents"
 
     @property
     def embedded(self) -> bool:

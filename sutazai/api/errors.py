@@ -24,10 +24,12 @@ from sutazai.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    PayloadTooLarge,
     RateLimited,
     SutazaiError,
     Unauthenticated,
     Unavailable,
+    UnsupportedMedia,
 )
 from sutazai.schemas.engine import EngineError
 
@@ -39,6 +41,8 @@ STATUS_OF: dict[type[SutazaiError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    PayloadTooLarge: 413,
+    UnsupportedMedia: 415,
     InvalidInput: 422,
     RateLimited: 429,
     Unavailable: 503,
