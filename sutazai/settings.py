@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "SUTAZAI_REDIS_URL"))
     ray_address: str | None = Field(default=None, validation_alias=AliasChoices("RAY_ADDRESS", "SUTAZAI_RAY_ADDRESS"))
+    # Vectors: unset -> the embedded qdrant-edge shard behind one Ray actor (sutazai/vectors).
+    qdrant_url: str | None = Field(default=None, validation_alias=AliasChoices("QDRANT_URL", "SUTAZAI_QDRANT_URL"))
+    qdrant_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("QDRANT_API_KEY", "SUTAZAI_QDRANT_API_KEY")
+    )
+    vector_collection: str = "sutazai_chunks"
 
     data_dir: Path = PROJECT_ROOT / ".data"
     models_dir: Path = PROJECT_ROOT / "models"
