@@ -1,6 +1,8 @@
 """The model catalog: one YAML file per served model in `models/`.
 
-Adding a model is adding a file; deployments are built from these specs.
+Adding a model is adding a file; deployments are built from these specs. A file is a
+generation (chat/completion) model, a `ModelSpec` in `ModelCatalog.specs`, unless it says
+`kind: embedding`: then it is an `EmbedderSpec` in `ModelCatalog.embedders`.
 """
 
 from __future__ import annotations
@@ -106,35 +108,105 @@ class ModelSpec(_Strict):
         return f"llm-{self.name}"
 
     def ray_actor_options(self) -> dict:
-        options: dict = {"num_cpus": self.resources.num_cpus, "num_gpus": self.resources.num_gpus}
-        if self.resources.memory_bytes:
-            options["memory"] = self.resources.memory_bytes
-        if self.resources.custom:
-            options["resources"] = dict(self.resources.custom)
-        return options
+        return _actor_options(self.resources)
+
+
+def _actor_options(resources: Resources) -> dict:
+    options: dict = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
+    if resources.memory_bytes:
+        options["memory"] = resources.memory_bytes
+    if resources.custom:
+        options["resources"] = dict(resources.custom)
+    return options
+
+
+class TokenizerSource(_Strict):
+    """The folder holding `tokenizer.json`: a path, or a folder inside an installed package."""
+
+    path: str | None = None
+    package: str | None = None
+    subdir: str = ""  # inside the package
+
+    @model_validator(mode="after")
+    def _one_of(self) -> TokenizerSource:
+        if (self.path is None) == (self.package is None):
+            raise ValueError("tokenizer needs exactly one of `path` or `package`")
+        if self.path is not None and self.subdir:
+            raise ValueError("tokenizer `subdir` goes with `package`")
+        return self
+
+
+class Batching(_Strict):
+    """Serve's request batching (`@serve.batch`): requests from many callers run as one batch."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(default=0.01, ge=0.0, le=10.0)
+
+
+class EmbedderSpec(_Strict):
+    """A sentence embedding model: an ONNX file (`source`: a path, or a package shipping
+    `model.onnx`) and its tokenizer, run by fastembed from local files."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    kind: Literal["embedding"] = "embedding"
+    engine: Literal["fastembed"] = "fastembed"
+    enabled: bool = True
+    source: ModelSource
+    tokenizer: TokenizerSource
+    dimensions: int = Field(ge=1, le=65536)
+    max_input_tokens: int = Field(default=256, ge=8)  # special tokens included; longer inputs are refused
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = True
+    threads: int = Field(default=1, ge=1, le=64)  # onnxruntime threads per replica
+    batching: Batching = Field(default_factory=Batching)
+    resources: Resources = Field(default_factory=Resources)
+    deployment: DeploymentOptions = Field(default_factory=lambda: DeploymentOptions(max_ongoing_requests=64))
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+
+    @property
+    def deployment_name(self) -> str:
+        return f"embedder-{self.name}"
+
+    def ray_actor_options(self) -> dict:
+        return _actor_options(self.resources)
+
+
+def parse_model_file(data: object) -> ModelSpec | EmbedderSpec:
+    """A model file's content as a spec: an embedder when it says `kind: embedding`."""
+    if isinstance(data, dict) and (data.get("kind") == "embedding" or data.get("engine") == "fastembed"):
+        return EmbedderSpec.model_validate(data)
+    if isinstance(data, dict) and data.get("kind") == "generation":
+        data = {k: v for k, v in data.items() if k != "kind"}
+    return ModelSpec.model_validate(data)
 
 
 class ModelCatalog:
-    """The enabled models, by name, in file order."""
+    """The enabled models, by name, in file order: generation models in `specs`,
+    embedding models in `embedders` (one name space for both)."""
 
-    def __init__(self, specs: list[ModelSpec]) -> None:
-        names = [s.name for s in specs]
+    def __init__(self, specs: list[ModelSpec], embedders: list[EmbedderSpec] | None = None) -> None:
+        names = [s.name for s in specs] + [e.name for e in embedders or []]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
             raise ValueError(f"duplicate model names: {sorted(duplicates)}")
         self.specs = {s.name: s for s in specs}
+        self.embedders: dict[str, EmbedderSpec] = {e.name: e for e in embedders or []}
 
     @classmethod
     def load(cls, directory: Path, *, include_disabled: bool = False) -> ModelCatalog:
-        specs = []
+        specs, embedders = [], []
         for path in sorted(directory.glob("*.yaml")):
             try:
-                spec = ModelSpec.model_validate(yaml.safe_load(path.read_text()))
+                spec = parse_model_file(yaml.safe_load(path.read_text()))
             except Exception as exc:  # name the file: a catalog error is a config error
                 raise ValueError(f"invalid model file {path}: {exc}") from exc
-            if spec.enabled or include_disabled:
+            if not (spec.enabled or include_disabled):
+                continue
+            if isinstance(spec, EmbedderSpec):
+                embedders.append(spec)
+            else:
                 specs.append(spec)
-        return cls(specs)
+        return cls(specs, embedders)
 
     def names(self) -> list[str]:
         return list(self.specs)
@@ -150,3 +222,10 @@ class ModelCatalog:
         if not self.specs:
             raise ValueError("the model catalog has no enabled model")
         return next(iter(self.specs))
+
+    def embedder_names(self) -> list[str]:
+        return list(self.embedders)
+
+    def default_embedder(self) -> str | None:
+        """The first enabled embedding model, or None when there is none."""
+        return next(iter(self.embedders), None)

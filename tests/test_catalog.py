@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sutazai.catalog import ModelCatalog, ModelSpec
+from sutazai.catalog import EmbedderSpec, ModelCatalog, ModelSpec, TokenizerSource
 from sutazai.engines.vllm import llm_config_dict
 from sutazai.settings import PROJECT_ROOT
 
@@ -72,3 +72,47 @@ def test_accelerator_type_is_passed_through_when_set():
     )
     config = llm_config_dict(spec)
     assert config["accelerator_type"] == "H100" and config["engine_kwargs"]["tensor_parallel_size"] == 2
+
+
+def test_embedding_model_files_load_as_embedders_not_as_generation_models():
+    catalog = ModelCatalog.load(MODELS)
+    assert "minilm-l6" not in catalog.specs and "minilm-l6" not in catalog.names()
+    spec = catalog.embedders["minilm-l6"]
+    assert isinstance(spec, EmbedderSpec) and catalog.default_embedder() == "minilm-l6"
+    assert (spec.dimensions, spec.max_input_tokens) == (384, 256)
+    assert (spec.batching.max_batch_size, spec.batching.batch_wait_timeout_s) == (32, 0.01)
+    assert spec.deployment_name == "embedder-minilm-l6" and spec.ray_actor_options()["num_cpus"] == 1
+
+
+def test_a_catalog_without_embedding_files_has_no_default_embedder():
+    assert ModelCatalog([]).default_embedder() is None
+
+
+def test_an_embedding_and_a_generation_model_may_not_share_a_name(tmp_path: Path):
+    (tmp_path / "a.yaml").write_text("name: x\nengine: cpu\nsource: {path: /m}\n")
+    (tmp_path / "b.yaml").write_text(
+        "name: x\nkind: embedding\nsource: {path: /m.onnx}\ntokenizer: {path: /t}\ndimensions: 8\n"
+    )
+    with pytest.raises(ValueError, match="duplicate"):
+        ModelCatalog.load(tmp_path)
+
+
+def test_an_embedding_file_with_an_unknown_field_names_the_file(tmp_path: Path):
+    (tmp_path / "e.yaml").write_text(
+        "name: e\nkind: embedding\nsource: {path: /m.onnx}\ntokenizer: {path: /t}\ndimensions: 8\nvllm: {}\n"
+    )
+    with pytest.raises(ValueError, match=r"e\.yaml"):
+        ModelCatalog.load(tmp_path)
+
+
+def test_disabled_embedding_files_are_loaded_only_on_request(tmp_path: Path):
+    (tmp_path / "e.yaml").write_text(
+        "name: e\nkind: embedding\nenabled: false\nsource: {path: /m.onnx}\ntokenizer: {path: /t}\ndimensions: 8\n"
+    )
+    assert ModelCatalog.load(tmp_path).embedders == {}
+    assert "e" in ModelCatalog.load(tmp_path, include_disabled=True).embedders
+
+
+def test_a_tokenizer_needs_exactly_one_of_path_or_package():
+    with pytest.raises(ValueError):
+        TokenizerSource.model_validate({"path": "/t", "package": "p"})
