@@ -20,10 +20,12 @@ import time
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
 import asyncpg
 
+from sutazai import metrics
 from sutazai.storage.tasks import QUEUE_CHANNEL, Task, TaskStore
 
 logger = logging.getLogger("sutazai.dispatch")
@@ -175,20 +177,30 @@ class Dispatcher:
 
     def _start(self, task: Task) -> None:
         self.started += 1
+        metrics.TASKS_STARTED.record(1, kind=task.kind)
+        if task.lease_expires_at is not None:  # claimed at lease_expires_at - lease_s, by Postgres's clock
+            claimed_at = task.lease_expires_at - timedelta(seconds=self.limits.lease_s)
+            metrics.TASK_QUEUE_WAIT.record(max((claimed_at - task.run_after).total_seconds(), 0.0), kind=task.kind)
         job = asyncio.get_running_loop().create_task(self._watch(task))
         self._running[task.id] = _Attempt(task, job, time.monotonic())
 
     async def _watch(self, task: Task) -> None:
+        outcome = "lease_lost"
         try:
-            await self.runners.start(task)
+            outcome = await self.runners.start(task) or outcome
         except asyncio.CancelledError:
             raise
         except RunnerDied as exc:
-            await self._end_attempt(task, "runner_died", str(exc))
+            outcome = "runner_died"
+            await self._end_attempt(task, outcome, str(exc))
         except Exception as exc:
-            await self._end_attempt(task, "runner_error", f"{type(exc).__name__}: {exc}")
+            outcome = "runner_error"
+            await self._end_attempt(task, outcome, f"{type(exc).__name__}: {exc}")
         finally:
-            self._running.pop(task.id, None)
+            attempt = self._running.pop(task.id, None)
+            metrics.TASKS_FINISHED.record(1, kind=task.kind, status=str(outcome))
+            if attempt is not None:
+                metrics.TASK_RUN_DURATION.record(time.monotonic() - attempt.claimed_at, kind=task.kind)
             self._queued.add(task.kind)  # a slot (and maybe an agent's limit) freed up
             self._wake.set()
 

@@ -134,3 +134,18 @@ MCP_CALL_ERRORS = Metric(
     ("server", "kind"),
 )
 RATE_LIMITED = Metric("counter", "sutazai_rate_limited_requests", "Requests refused with 429, by reason.", ("code",))
+
+# Durable tasks (the dispatcher and the runners).
+TASKS_STARTED = Metric("counter", "sutazai_tasks_started", "Task attempts started, by kind.", ("kind",))
+TASKS_FINISHED = Metric(
+    "counter", "sutazai_tasks_finished", "Task attempts that ended, by kind and outcome.", ("kind", "status")
+)
+TASK_QUEUE_WAIT = Metric(
+    "histogram",
+    "sutazai_task_queue_wait_seconds",
+    "From a task's submission (or retry time) to its attempt starting.",
+    ("kind",),
+)
+TASK_RUN_DURATION = Metric(
+    "histogram", "sutazai_task_run_duration_seconds", "One attempt, start to end, by kind.", ("kind",)
+)

@@ -39,7 +39,7 @@ def test_recording_outside_ray_does_nothing_and_never_raises():
 
 
 def _traffic(api: httpx.Client, serve_app: str) -> None:
-    """A chat, a cached repeat, a stream, MCP calls (one failing in the tool), a 429."""
+    """A chat, a cached repeat, a stream, MCP calls (one failing in the tool), an agent task, a 429."""
     payload = {"prompt": f"Metrics {uuid.uuid4().hex[:6]}:", "max_tokens": 4, "temperature": 0}
     for _ in range(2):
         assert api.post("/api/v1/generate", json=payload).status_code == 200
@@ -50,6 +50,8 @@ def _traffic(api: httpx.Client, serve_app: str) -> None:
     for timezone in ("Europe/Paris", "Not/AZone"):
         body = {"server": "time", "tool": "get_current_time", "arguments": {"timezone": timezone}}
         assert api.post("/api/v1/mcp/execute", json=body).status_code == 200
+    task = {"input": "What time is it in UTC?", "wait": True, "wait_timeout_s": 120}
+    assert api.post("/api/v1/agents/assistant/run", json=task).status_code == 200
     name = f"nobody-{uuid.uuid4().hex[:8]}"
     codes = [
         httpx.post(
@@ -78,12 +80,16 @@ COUNTERS = [
     "cache_misses",
     "mcp_call_errors",
     "rate_limited_requests",
+    "tasks_started",
+    "tasks_finished",
 ]
 HISTOGRAMS = [
     "http_request_duration_seconds",
     "time_to_first_token_seconds",
     "inter_token_latency_seconds",
     "mcp_call_duration_seconds",
+    "task_queue_wait_seconds",
+    "task_run_duration_seconds",
 ]
 GAUGES = ["num_requests_running", "num_requests_waiting"]
 EXPECTED = (
