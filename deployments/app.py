@@ -15,9 +15,10 @@ from typing import Any
 from ray.serve import Application
 
 from deployments.cpu_model import CPUModelServer
+from deployments.embedder import EmbedderServer
 from deployments.ingress import Ingress
 from deployments.task_dispatcher import TaskDispatcher
-from sutazai.catalog import ModelCatalog, ModelSpec
+from sutazai.catalog import EmbedderSpec, ModelCatalog, ModelSpec
 from sutazai.settings import Settings, get_settings
 
 
@@ -27,6 +28,19 @@ def _runtime_env(env: dict[str, str]) -> dict[str, Any]:
 
 def cpu_model_deployment(spec: ModelSpec, env: dict[str, str]) -> Application:
     return CPUModelServer.options(  # type: ignore[attr-defined]  # Serve's decorator makes a Deployment
+        name=spec.deployment_name,
+        max_ongoing_requests=spec.deployment.max_ongoing_requests,
+        max_queued_requests=spec.deployment.max_queued_requests,
+        autoscaling_config=spec.autoscaling.to_serve(),
+        ray_actor_options=spec.ray_actor_options() | _runtime_env(env),
+        health_check_period_s=10,
+        graceful_shutdown_timeout_s=20,
+    ).bind(spec.model_dump())
+
+
+def embedder_deployment(spec: EmbedderSpec, env: dict[str, str]) -> Application:
+    """One embedding model (`kind: embedding` in models/): batched across callers by `@serve.batch`."""
+    return EmbedderServer.options(  # type: ignore[attr-defined]  # Serve's decorator makes a Deployment
         name=spec.deployment_name,
         max_ongoing_requests=spec.deployment.max_ongoing_requests,
         max_queued_requests=spec.deployment.max_queued_requests,
@@ -76,7 +90,12 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     settings = get_settings()
     catalog = ModelCatalog.load(Path(env.get("SUTAZAI_MODELS_DIR", settings.models_dir)))
     models = {spec.name: model_deployment(spec, env) for spec in catalog.specs.values()}
+    embedders = {spec.name: embedder_deployment(spec, env) for spec in catalog.embedders.values()}
     dispatcher = TaskDispatcher.options(**dispatcher_options(settings, env)).bind()  # type: ignore[attr-defined]
     return Ingress.options(**ingress_options(settings, env)).bind(  # type: ignore[attr-defined]
-        models, [spec.model_dump() for spec in catalog.specs.values()], dispatcher
+        models,
+        [spec.model_dump() for spec in catalog.specs.values()],
+        dispatcher,
+        embedders=embedders,
+        embedder_specs=[spec.model_dump() for spec in catalog.embedders.values()],
     )

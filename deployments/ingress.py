@@ -14,7 +14,7 @@ from ray import serve
 
 from deployments.mcp_process import connect_gateway
 from sutazai.api.app import create_app
-from sutazai.catalog import ModelCatalog, ModelSpec
+from sutazai.catalog import EmbedderSpec, ModelCatalog, ModelSpec
 from sutazai.mcp.gateway import MCPGateway
 from sutazai.services import Services, build_services
 from sutazai.settings import Settings, get_settings
@@ -26,12 +26,23 @@ logger = logging.getLogger("ray.serve")
 @serve.ingress()
 class Ingress:
     async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
-        self, models: dict[str, Any], catalog_specs: list[dict[str, Any]], dispatcher: Any = None
+        self,
+        models: dict[str, Any],
+        catalog_specs: list[dict[str, Any]],
+        dispatcher: Any = None,
+        *,
+        embedders: dict[str, Any] | None = None,  # embedding model name -> its deployment's handle
+        embedder_specs: list[dict[str, Any]] | None = None,
     ) -> None:
         settings = get_settings()
-        catalog = ModelCatalog([ModelSpec.model_validate(s) for s in catalog_specs])
+        catalog = ModelCatalog(
+            [ModelSpec.model_validate(s) for s in catalog_specs],
+            [EmbedderSpec.model_validate(s) for s in embedder_specs or []],
+        )
         mcp = await _connect_mcp(settings) if settings.mcp_enabled else None
-        self.services: Services = await build_services(settings, catalog, models, mcp=mcp, dispatcher=dispatcher)
+        self.services: Services = await build_services(
+            settings, catalog, models, mcp=mcp, dispatcher=dispatcher, embedders=embedders
+        )
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(self.services)

@@ -27,6 +27,7 @@ from sutazai.auth.secret import resolve_jwt_secret
 from sutazai.auth.tokens import TokenSigner
 from sutazai.cache import ResponseCache
 from sutazai.catalog import ModelCatalog
+from sutazai.embeddings import EmbeddingClient
 from sutazai.inference import InferenceService, ModelClient
 from sutazai.mcp.config import MCPConfig, load_config
 from sutazai.mcp.gateway import MCPGateway
@@ -66,6 +67,7 @@ class Services:
     tasks: TaskStore
     task_events: TaskEventHub
     dispatcher: Any  # the task dispatcher deployment's handle (None when built without one, in tests)
+    embeddings: dict[str, EmbeddingClient] = field(default_factory=dict)  # embedding model name -> client
     started_at: float = field(default_factory=time.time)
     _housekeeping: asyncio.Task[None] | None = None
 
@@ -140,6 +142,7 @@ async def build_services(
     *,
     mcp: MCPGateway | None = None,
     dispatcher: Any = None,
+    embedders: dict[str, Any] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Services:
     """Raises `SecretConfigError` when no usable JWT secret is configured, so a
@@ -157,6 +160,10 @@ async def build_services(
     redis = redis_client(settings)
     cache = ResponseCache(redis, ttl_s=settings.cache_ttl_s, enabled=settings.cache_enabled)
     clients = {name: ModelClient(catalog.specs[name], handle) for name, handle in handles.items()}
+    embeddings = {
+        name: EmbeddingClient(catalog.embedders[name], handle, retry_after_s=settings.retry_after_s)
+        for name, handle in (embedders or {}).items()
+    }
     sessions, keys, users = RefreshTokenStore(pool), ApiKeyStore(pool), UserStore(pool)
     services = Services(
         settings=settings,
@@ -181,6 +188,7 @@ async def build_services(
         tasks=TaskStore(pool),
         task_events=TaskEventHub(settings.database_url),
         dispatcher=dispatcher,
+        embeddings=embeddings,
     )
     await services.task_events.start()
     await ensure_admin(users, settings)

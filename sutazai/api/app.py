@@ -13,6 +13,8 @@ from sutazai.api import (
     chat,
     cluster,
     conversations,
+    documents,
+    embeddings,
     keys,
     mcp,
     openai,
@@ -26,7 +28,23 @@ from sutazai.api.middleware import AccessMiddleware
 from sutazai.api.security import install_security
 from sutazai.services import Services
 
-ROUTERS = (system, sessions, keys, users, audit, chat, conversations, cache, openai, mcp, cluster, agents, tasks)
+ROUTERS = (
+    system,
+    sessions,
+    keys,
+    users,
+    audit,
+    chat,
+    conversations,
+    documents,
+    cache,
+    openai,
+    embeddings,
+    mcp,
+    cluster,
+    agents,
+    tasks,
+)
 
 
 def create_app(services: Services) -> FastAPI:

@@ -126,7 +126,8 @@ def _tool_calls(parsed: ParsedOutput) -> list[ToolCall]:
 @router.get("/models", response_model=ModelList)
 async def list_models(caller: ViewerDep, services: ServicesDep) -> ModelList:
     created = int(services.started_at)
-    return ModelList(data=[ModelCard(id=name, created=created) for name in services.catalog.names()])
+    names = services.catalog.names() + services.catalog.embedder_names()
+    return ModelList(data=[ModelCard(id=name, created=created) for name in names])
 
 
 async def _events(

@@ -1,0 +1,88 @@
+"""Embeddings as the ingress (and the documents pipeline) sees them: one client per
+embedding model deployment, reached through its handle, with Serve's failures turned
+into domain errors as `sutazai.inference` does for chat (back-pressure -> `Unavailable`
+with a retry delay).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+from sutazai.catalog import EmbedderSpec
+from sutazai.errors import BadRequest, NotFound, SutazaiError, Unavailable
+from sutazai.schemas.embeddings import EmbedderInfo, EmbeddingResult
+from sutazai.schemas.engine import EngineError
+
+logger = logging.getLogger("sutazai.embeddings")
+
+
+class EmbeddingClient:
+    """One embedder deployment (`deployments/embedder.py`). `embed` returns one vector per text
+    (inputs past the model's limit are truncated by the model: check `too_long` first when
+    that must be refused) and each text's token count."""
+
+    def __init__(self, spec: EmbedderSpec, handle: Any, *, retry_after_s: int = 1) -> None:
+        self.spec = spec
+        self.handle = handle
+        self.retry_after_s = retry_after_s
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        if not texts:
+            return EmbeddingResult(vectors=[], tokens=[])
+        try:
+            result: EmbeddingResult = await self.handle.embed.remote(list(texts))
+        except Exception as exc:
+            raise self._error(exc) from None
+        return result
+
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        try:
+            counts: list[int] = await self.handle.count_tokens.remote(list(texts))
+        except Exception as exc:
+            raise self._error(exc) from None
+        return counts
+
+    async def info(self) -> EmbedderInfo:
+        try:
+            return EmbedderInfo.model_validate(await self.handle.info.remote())
+        except Exception as exc:
+            raise self._error(exc) from None
+
+    def too_long(self, tokens: list[int]) -> BadRequest | None:
+        """A 400 naming the first input over the model's limit, as OpenAI refuses one (None when all fit)."""
+        limit = self.spec.max_input_tokens
+        for index, count in enumerate(tokens):
+            if count > limit:
+                return BadRequest(
+                    f"input[{index}] has {count} tokens; {self.name} takes at most {limit} tokens per input",
+                    code="input_too_long",
+                )
+        return None
+
+    def _error(self, exc: BaseException) -> SutazaiError:
+        if isinstance(exc, SutazaiError):
+            return exc
+        if isinstance(exc, EngineError):
+            return BadRequest(exc.message, code=exc.code)
+        if isinstance(exc, BackPressureError):
+            return Unavailable(f"embedding model {self.name} is at capacity; retry later", self.retry_after_s)
+        if isinstance(exc, DeploymentUnavailableError):
+            return Unavailable(f"embedding model {self.name} is unavailable", self.retry_after_s)
+        logger.error("embedding model %s failed: %r", self.name, exc)
+        return Unavailable(f"embedding model {self.name} failed to answer", self.retry_after_s)
+
+
+def resolve_embedder(clients: dict[str, EmbeddingClient], name: str | None) -> EmbeddingClient:
+    """The named embedding model, or the first one when no name is given; 404 otherwise."""
+    client = clients.get(name) if name else next(iter(clients.values()), None)
+    if client is None:
+        what = f"embedding model {name!r} is not served" if name else "no embedding model is served"
+        raise NotFound(f"{what}; see GET /v1/models", code="model_not_found")
+    return client
