@@ -167,10 +167,12 @@ class DocumentStore:
         return Document.from_row(row)
 
     async def set_progress(self, document_id: uuid.UUID, chunks_indexed: int) -> None:
-        """How many chunks have their vectors stored so far."""
-        await self.pool.execute(
+        """How many chunks have their vectors stored so far; `NotFound` when the document was deleted."""
+        updated = await self.pool.execute(
             "UPDATE documents SET chunks_indexed = $2, updated_at = now() WHERE id = $1", document_id, chunks_indexed
         )
+        if updated == "UPDATE 0":
+            raise NotFound.of("document")
 
     async def replace_chunks(self, document_id: uuid.UUID, chunks: Sequence[NewChunk]) -> list[uuid.UUID]:
         """The document's chunks become `chunks`, in one transaction; progress resets to 0 of
