@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
 import pytest
 
 from sutazai.documents.chunking import Chunk
-from sutazai.errors import NotFound
+from sutazai.errors import InvalidInput, NotFound
 from sutazai.storage.db import create_pool
 from sutazai.storage.documents import DocumentStore, chunk_id
 from tests.helpers import fresh_database
@@ -174,3 +175,85 @@ async def test_tasks_accept_the_index_kind_and_still_refuse_others(store):
             uuid.uuid4(),
             owner,
         )
+
+
+# -- index_document on the real pieces: this store, the MiniLM engine, the embedded vector store --
+
+
+class EngineEmbedder:
+    """The embedder deployment's engine, called in this process (what the deployment runs)."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.calls: list[int] = []
+
+    async def embed(self, texts: list[str]):
+        self.calls.append(len(texts))
+        return await asyncio.to_thread(self.engine.embed, texts)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    from sutazai.catalog import ModelCatalog
+    from sutazai.engines.fastembed_engine import FastEmbedEngine
+    from sutazai.settings import PROJECT_ROOT
+
+    spec = ModelCatalog.load(PROJECT_ROOT / "models").embedders["minilm-l6"]
+    return FastEmbedEngine(spec, tmp_path_factory.mktemp("embedders"))
+
+
+async def test_index_document_stores_chunks_and_vectors_and_reindexing_replaces(store, engine, tmp_path):
+    from sutazai.documents.indexing import index_document
+    from sutazai.documents.parsing import parse
+    from sutazai.settings import Settings
+    from sutazai.vectors.edge import EdgeVectorStore
+    from tests.documents.test_parsing import PLANTED, make_pdf
+
+    owner = await new_owner(store)
+    filler = " ".join(f"Paragraph sentence {i} is about the weather and the harbour." for i in range(150))
+    data = make_pdf([filler, PLANTED + " " + filler])  # each part runs over several pages
+    parsed = parse(data, "a.pdf", None)
+    planted_page = parsed.page_at(parsed.text.index("amber compass"))
+    assert planted_page is not None and planted_page > 1
+    document = await store.create(
+        uuid.uuid4(), owner, filename="a.pdf", media_type="application/pdf", size_bytes=len(data), sha256="0" * 64
+    )
+    vectors = EdgeVectorStore(tmp_path / "vectors")
+    embedder = EngineEmbedder(engine)
+    settings = Settings(_env_file=None, chunk_tokens=60, chunk_overlap_tokens=10)
+    seen: list[tuple[int, int]] = []
+
+    async def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+
+    try:
+        total = await index_document(
+            document, data, store=store, embedder=embedder, vectors=vectors, settings=settings, progress=progress
+        )
+        assert total > 32 and embedder.calls[0] == 32 and sum(embedder.calls) == total
+        assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+        ready = await store.get(document.id, owner)
+        assert (ready.status, ready.chunks_total, ready.chunks_indexed) == ("ready", total, total)
+        assert ready.pages == len(parsed.pages)
+        assert await vectors.count(document_id=str(document.id)) == total
+
+        query = (await embedder.embed(["Where is the amber compass hidden?"])).vectors[0]
+        hits = await vectors.search(query, owner_id=str(owner), top_k=3)
+        best = await store.chunks_by_ids([(uuid.UUID(h.document_id), h.chunk_index) for h in hits], owner_id=owner)
+        assert "amber compass" in best[0].text and best[0].page == planted_page
+        assert (await store.keyword_search(owner, "quartermaster compass", top_k=3))[0].page == planted_page
+
+        again = await index_document(document, data, store=store, embedder=embedder, vectors=vectors, settings=settings)
+        assert again == total and await vectors.count(document_id=str(document.id)) == total
+
+        broken = await store.create(
+            uuid.uuid4(), owner, filename="b.pdf", media_type="application/pdf", size_bytes=9, sha256="0" * 64
+        )
+        with pytest.raises(InvalidInput):
+            await index_document(
+                broken, b"%PDF-1.7\n\x00", store=store, embedder=embedder, vectors=vectors, settings=settings
+            )
+        failed = await store.get(broken.id, owner)
+        assert failed.status == "failed" and failed.error["code"] == "unreadable_document"
+    finally:
+        await vectors.close()
