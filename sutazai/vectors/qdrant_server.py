@@ -29,7 +29,14 @@ class QdrantServerStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> QdrantServerStore:
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-        client = AsyncQdrantClient(url=settings.qdrant_url, api_key=api_key, timeout=int(settings.db_timeout_s) or 5)
+        # No version check: it is a blocking HTTP call in the constructor (and a warning when the
+        # server is not up yet); the first real call reports an unreachable server.
+        client = AsyncQdrantClient(
+            url=settings.qdrant_url,
+            api_key=api_key,
+            timeout=max(1, round(settings.db_timeout_s)),
+            check_compatibility=False,
+        )
         return cls(client, settings.vector_collection)
 
     async def _stored_dimension(self) -> int | None:
