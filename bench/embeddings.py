@@ -1,6 +1,7 @@
 """Embeddings/s (texts/s) of the embedding model: in-process (the engine the deployment runs)
 vs through HTTP `POST /v1/embeddings` (proxy -> ingress -> embedder deployment), at batch 1
-and batch 32 (texts per request). Over HTTP, batch 1 is also run with 32 concurrent callers:
+and batch 32 (texts per request). Over HTTP, batch 1 is also run with 8 concurrent callers (the
+default per-user limit of concurrent model requests):
 that is what `@serve.batch` gathers into one model call. Prints a table.
 
     .venv/bin/python bench/embeddings.py                       # in-process only
@@ -110,7 +111,7 @@ def main() -> None:
     if base_url is not None:
         if not token:
             raise SystemExit("--token is needed with --base-url")
-        for batch, callers in ((1, 1), (1, 32), (32, 1), (32, 4)):
+        for batch, callers in ((1, 1), (1, 8), (32, 1), (32, 4)):  # 8: the default per-user concurrency
             sample = texts if batch > 1 or callers > 1 else texts[: max(64, args.texts // 4)]
             n, wall = asyncio.run(over_http(base_url, token, model, sample, batch, callers))
             rows.append(("HTTP /v1/embeddings", batch, callers, n, wall))
