@@ -12,12 +12,19 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from pydantic import ValidationError
 from ray import serve
 
 from sutazai.catalog import ModelSpec
 from sutazai.engines.llama_cpp import LlamaCppEngine
 from sutazai.engines.model_files import resolve_model_path
-from sutazai.schemas.engine import GenerationChunk, GenerationRequest, GenerationResult, ModelServerInfo
+from sutazai.schemas.engine import (
+    EngineError,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationResult,
+    ModelServerInfo,
+)
 from sutazai.settings import get_settings
 
 logger = logging.getLogger("ray.serve")
@@ -38,6 +45,28 @@ class CPUModelServer:
     async def generate_stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         async for chunk in self.engine.stream(request):
             yield chunk
+
+    async def generate_once(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """One result, yielded once: the shape Ray Data LLM's `ServeDeploymentProcessorConfig`
+        calls (`handle.options(stream=True).generate_once.remote(row)`, first value kept).
+
+        `request` is a plain dict (GenerationRequest's fields; what it leaves unset comes from
+        the model file); the processor adds `request_id` and `idx_in_batch`, which are dropped.
+        A request the model cannot serve is answered with an `error`, not raised: the processor
+        treats unknown exceptions as fatal for the whole job."""
+        fields = {k: v for k, v in request.items() if k not in ("request_id", "idx_in_batch") and v is not None}
+        sampling = self.spec.sampling
+        fields.setdefault("max_tokens", sampling.max_tokens)
+        fields.setdefault("temperature", sampling.temperature)
+        fields.setdefault("top_p", sampling.top_p)
+        try:
+            result = await self.engine.generate(GenerationRequest.model_validate(fields))
+        except ValidationError as exc:
+            yield {"error": {"code": "invalid_request", "message": str(exc.errors(include_url=False))[:500]}}
+        except EngineError as exc:
+            yield {"error": {"code": exc.code, "message": exc.message}}
+        else:
+            yield {**result.model_dump(mode="json"), "error": None}
 
     async def info(self) -> ModelServerInfo:
         return ModelServerInfo(
