@@ -117,3 +117,30 @@ def test_concurrent_requests_each_get_their_own_vectors(client):
     alone = client.embeddings.create(model=MODEL, input=texts, encoding_format="float").data
     for got, expected in zip(vectors, alone, strict=True):
         assert np.allclose(got, expected.embedding, atol=1e-5)
+
+
+async def test_embeddings_spend_the_callers_token_budget(serve_app, replica_settings, new_user_headers):
+    """An ingress built here on the served embedder, with a budget of 30 tokens a minute (frozen clock)."""
+    from ray import serve
+
+    from sutazai.api.app import create_app
+    from sutazai.catalog import ModelCatalog
+    from sutazai.services import build_services
+    from tests.helpers import client_for
+
+    settings = replica_settings(rate_limit_tokens_per_minute={"admin": 10**6, "user": 30, "viewer": 30})
+    spec = ModelCatalog.load(settings.models_dir).embedders[MODEL]
+    handle = serve.get_deployment_handle(spec.deployment_name, app_name="sutazai")
+    services = await build_services(
+        settings, ModelCatalog([], [spec]), {}, embedders={MODEL: handle}, clock=lambda: 1_800_000_030.0
+    )
+    headers = new_user_headers("user")
+    body = {"model": MODEL, "input": ["hello world"] * 5, "encoding_format": "float"}  # 4 tokens each
+    try:
+        async with client_for(create_app(services)) as client:
+            first = await client.post("/v1/embeddings", headers=headers, json=body)
+            second = await client.post("/v1/embeddings", headers=headers, json=body)
+    finally:
+        await services.close()
+    assert first.status_code == 200 and first.json()["usage"]["prompt_tokens"] == 20
+    assert second.status_code == 429 and second.json()["error"]["code"] == "token_rate_limited"  # 20 spent + 25 held
