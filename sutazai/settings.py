@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     port: int = 8000
     ray_port: int = 6390  # not 6379: that is Redis's port
     dashboard_port: int = 8265
+    # Where job submission reaches the Ray dashboard (http://host:port); unset: the dashboard of
+    # the cluster this process is connected to, else 127.0.0.1:dashboard_port.
+    dashboard_address: str | None = None
     metrics_export_port: int = 8266
     app_name: str = "sutazai"
     # The Serve application `sutazai run` deploys, named as serve_config.yaml names it.
@@ -59,6 +62,9 @@ class Settings(BaseSettings):
     history_messages: int = 20  # most recent messages of a conversation sent as context
     batch_max_prompts: int = 64
     batch_concurrency: int = 4
+    # Batch jobs (`ray job submit`, /api/v1/jobs): inputs and results under jobs_dir.
+    batch_job_max_lines: int = 10_000
+    batch_job_concurrency: int = 1  # requests a job has in flight: chat keeps the model's other slots
 
     # Response cache (Redis).
     cache_enabled: bool = True
@@ -140,6 +146,10 @@ class Settings(BaseSettings):
     @property
     def documents_dir(self) -> Path:
         return self.documents_dir_override or self.data_dir / "documents"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
 
     @property
     def embedded(self) -> bool:
