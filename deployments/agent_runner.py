@@ -20,13 +20,17 @@ from ray import serve
 from ray.exceptions import RayActorError
 
 from deployments.mcp_process import NAMESPACE, connect_gateway
-from sutazai.agents.attempt import AttemptContext, run_attempt
+from deployments.vector_store import connect_vector_store
+from sutazai.agents.attempt import AttemptContext, DocumentIndexing, run_attempt
 from sutazai.catalog import ModelCatalog
 from sutazai.dispatch import RunnerDied
+from sutazai.documents.files import DocumentFiles
+from sutazai.embeddings import EmbeddingClient
 from sutazai.inference import ModelClient
 from sutazai.settings import Settings, get_settings
 from sutazai.storage.agents import AgentStore
 from sutazai.storage.db import create_pool
+from sutazai.storage.documents import DocumentStore
 from sutazai.storage.tasks import Task, TaskStore
 
 logger = logging.getLogger("sutazai.agent_runner")
@@ -62,6 +66,17 @@ class AgentRunner:
                 gateway = await connect_gateway(settings, namespace=NAMESPACE)
             except Exception:
                 logger.exception("MCP gateway failed to start in runner %s; agents with tools fail", self.runner_id)
+        indexing = None
+        if catalog.embedders:
+            spec = catalog.embedders[catalog.default_embedder() or ""]
+            handle = serve.get_deployment_handle(spec.deployment_name, app_name=self.app_name)
+            indexing = DocumentIndexing(
+                documents=DocumentStore(pool),
+                files=DocumentFiles(settings.documents_dir),
+                embedder=EmbeddingClient(spec, handle, retry_after_s=settings.retry_after_s),
+                vectors=await asyncio.to_thread(connect_vector_store, settings),
+                settings=settings,
+            )
         return AttemptContext(
             store=TaskStore(pool),
             agents=AgentStore(pool),
@@ -71,6 +86,7 @@ class AgentRunner:
             lease_s=settings.task_lease_s,
             max_attempts=settings.task_max_attempts,
             retry_after_s=settings.retry_after_s,
+            indexing=indexing,
         )
 
     async def run(self, task: Task) -> str | None:

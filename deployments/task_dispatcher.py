@@ -27,6 +27,7 @@ def dispatch_limits(settings: Settings) -> DispatchLimits:
         max_running=settings.tasks_max_running,
         per_agent=settings.tasks_max_running_per_agent,
         orchestrations=settings.orchestrations_max_running,
+        indexing=settings.indexing_max_running,
         lease_s=settings.task_lease_s,
         backoff_s=settings.task_retry_backoff_s,
     )
@@ -40,7 +41,7 @@ class TaskDispatcher:
         self.pool = await create_pool(settings.database_url, min_size=1, max_size=4, timeout_s=settings.db_timeout_s)
         context = serve.get_replica_context()
         limits = dispatch_limits(settings)
-        per_runner = -(-(limits.max_running + limits.orchestrations) // max(settings.task_runners, 1))
+        per_runner = -(-(limits.max_running + limits.orchestrations + limits.indexing) // max(settings.task_runners, 1))
         self.runners = RayRunners(
             settings.task_runners,
             per_runner + 2,  # + cancel and status calls while full

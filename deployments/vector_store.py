@@ -23,7 +23,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sutazai.settings import Settings
 from sutazai.vectors.edge import OPTIMIZE_THRESHOLD, EdgeShardStore
-from sutazai.vectors.store import ChunkVector, VectorHit
+from sutazai.vectors.qdrant_server import QdrantServerStore
+from sutazai.vectors.store import ChunkVector, VectorHit, VectorStore
 
 NAMESPACE = "sutazai"
 ACTOR_NAME = "vector-store"
@@ -148,3 +149,11 @@ def shutdown(namespace: str = NAMESPACE) -> bool:
         return False
     ray.kill(actor, no_restart=True)
     return True
+
+
+def connect_vector_store(settings: Settings, *, namespace: str = NAMESPACE) -> VectorStore:
+    """The store this process uses: the Qdrant server when `QDRANT_URL` is set, else the
+    client of the embedded store's actor (got or created: `get_if_exists` makes it race-free)."""
+    if settings.qdrant_url:
+        return QdrantServerStore.from_settings(settings)
+    return ActorVectorStore.connect(settings, namespace=namespace)

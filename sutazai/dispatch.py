@@ -30,6 +30,8 @@ from sutazai.storage.tasks import QUEUE_CHANNEL, Task, TaskStore
 
 logger = logging.getLogger("sutazai.dispatch")
 
+KINDS = ("agent", "orchestrate", "index")  # each has its own pool of slots
+
 
 class RunnerDied(Exception):
     """The runner of an attempt died (its actor or node is gone)."""
@@ -53,6 +55,7 @@ class DispatchLimits:
     max_running: int = 16  # agent tasks
     per_agent: int = 8
     orchestrations: int = 16  # parent tasks, a pool of their own: they wait on their children
+    indexing: int = 2  # documents being indexed (parse, embed, upsert)
     lease_s: float = 30.0
     backoff_s: float = 1.0
     poll_s: float = 0.5  # without a notification, look again this often
@@ -83,7 +86,7 @@ class Dispatcher:
         self.worker_id = worker_id or f"dispatcher-{uuid.uuid4().hex[:8]}"
         self._running: dict[uuid.UUID, _Attempt] = {}
         self._wake = asyncio.Event()
-        self._queued: set[str] = {"agent", "orchestrate"}  # kinds that may have due tasks: look at these
+        self._queued: set[str] = set(KINDS)  # kinds that may have due tasks: look at these
         self._heard = 0  # notifications of queued tasks so far
         self._stopping = False
         self.started = 0
@@ -111,7 +114,7 @@ class Dispatcher:
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.limits.poll_s)
                 except TimeoutError:  # retries whose backoff ended, a lost notification: look at every kind
-                    self._queued.update(("agent", "orchestrate"))
+                    self._queued.update(KINDS)
                 self._wake.clear()
         finally:
             self._stopping = True
@@ -156,7 +159,12 @@ class Dispatcher:
     async def _fill(self) -> None:
         """Claims while there are free slots and due tasks; a kind found empty is not looked at
         again until a notification (or the poll) says it may have some."""
-        for kind, limit in (("agent", self.limits.max_running), ("orchestrate", self.limits.orchestrations)):
+        pools = {
+            "agent": self.limits.max_running,
+            "orchestrate": self.limits.orchestrations,
+            "index": self.limits.indexing,
+        }
+        for kind, limit in pools.items():
             while kind in self._queued:
                 free = limit - sum(1 for a in self._running.values() if a.task.kind == kind)
                 if free <= 0:
@@ -238,6 +246,7 @@ class Dispatcher:
                 "max_running": self.limits.max_running,
                 "per_agent": self.limits.per_agent,
                 "orchestrations": self.limits.orchestrations,
+                "indexing": self.limits.indexing,
                 "lease_s": self.limits.lease_s,
             },
         }

@@ -27,6 +27,7 @@ from sutazai.auth.secret import resolve_jwt_secret
 from sutazai.auth.tokens import TokenSigner
 from sutazai.cache import ResponseCache
 from sutazai.catalog import ModelCatalog
+from sutazai.documents.files import DocumentFiles
 from sutazai.embeddings import EmbeddingClient
 from sutazai.inference import InferenceService, ModelClient
 from sutazai.mcp.config import MCPConfig, load_config
@@ -37,10 +38,12 @@ from sutazai.storage.api_keys import ApiKeyStore
 from sutazai.storage.audit import AuditStore
 from sutazai.storage.conversations import ConversationStore
 from sutazai.storage.db import create_pool
+from sutazai.storage.documents import Document, DocumentStore
 from sutazai.storage.refresh_tokens import RefreshTokenStore
-from sutazai.storage.tasks import TaskStore
+from sutazai.storage.tasks import NewTask, TaskStore
 from sutazai.storage.users import UserStore
 from sutazai.task_events import TaskEventHub
+from sutazai.vectors.store import VectorStore
 
 logger = logging.getLogger("sutazai.services")
 
@@ -67,7 +70,10 @@ class Services:
     tasks: TaskStore
     task_events: TaskEventHub
     dispatcher: Any  # the task dispatcher deployment's handle (None when built without one, in tests)
+    documents: DocumentStore
+    document_files: DocumentFiles
     embeddings: dict[str, EmbeddingClient] = field(default_factory=dict)  # embedding model name -> client
+    vectors: VectorStore | None = None  # None: this replica cannot index or search documents
     started_at: float = field(default_factory=time.time)
     _housekeeping: asyncio.Task[None] | None = None
 
@@ -79,6 +85,22 @@ class Services:
         await self.task_events.close()
         await self.pool.close()
         await self.redis.aclose()
+
+    async def documents_indexer(self, document: Document) -> None:
+        """Indexing runs as a durable task (kind 'index') on the agent runners: it survives a
+        restart, is retried when the embedder is busy, and its progress is the document's."""
+        await self.tasks.submit(
+            NewTask(
+                owner_id=document.owner_id,
+                kind="index",
+                agent=None,
+                definition=None,
+                input=document.filename,
+                params={"document_id": str(document.id)},
+                idempotency_key=f"index:{document.id}",
+                max_attempts=self.settings.task_max_attempts,
+            )
+        )
 
     async def _purge_expired_sessions(self) -> None:
         """Refresh tokens past their expiry are useless: delete them so the table stays small."""
@@ -143,6 +165,7 @@ async def build_services(
     mcp: MCPGateway | None = None,
     dispatcher: Any = None,
     embedders: dict[str, Any] | None = None,
+    vectors: VectorStore | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Services:
     """Raises `SecretConfigError` when no usable JWT secret is configured, so a
@@ -189,6 +212,9 @@ async def build_services(
         task_events=TaskEventHub(settings.database_url),
         dispatcher=dispatcher,
         embeddings=embeddings,
+        documents=DocumentStore(pool),
+        document_files=DocumentFiles(settings.documents_dir),
+        vectors=vectors,
     )
     await services.task_events.start()
     await ensure_admin(users, settings)

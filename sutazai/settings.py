@@ -113,6 +113,7 @@ class Settings(BaseSettings):
     tasks_max_running: int = 16  # agent tasks running at once, per dispatcher
     tasks_max_running_per_agent: int = 8
     orchestrations_max_running: int = 16  # parent tasks wait on children: a pool of their own
+    indexing_max_running: int = 2  # documents being indexed at once, per dispatcher
     task_max_attempts: int = 3
     task_lease_s: float = 30.0  # a runner that misses heartbeats this long loses its task
     task_retry_backoff_s: float = 1.0  # doubled per attempt

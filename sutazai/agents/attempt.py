@@ -20,18 +20,34 @@ from typing import Any
 
 from sutazai.agents.loop import AgentModel, MaxStepsReached, ToolRunner, run_agent
 from sutazai.agents.toolbox import GatewayTools, ServeModel, discover_tools
-from sutazai.errors import BadRequest, Forbidden, InvalidInput, NotFound
+from sutazai.documents.files import DocumentFiles
+from sutazai.documents.indexing import Embedder, index_document
+from sutazai.errors import BadRequest, Forbidden, InvalidInput, NotFound, Unavailable, UnsupportedMedia
 from sutazai.inference import ModelClient
 from sutazai.mcp.gateway import MCPGateway
 from sutazai.schemas.agents import AgentDefinition
 from sutazai.schemas.engine import ChatMessage, Usage
+from sutazai.settings import Settings
 from sutazai.storage.agents import AgentStore
+from sutazai.storage.documents import DocumentStore
 from sutazai.storage.tasks import LeaseLost, NewTask, Task, TaskStatus, TaskStore
+from sutazai.vectors.store import VectorStore
 
 logger = logging.getLogger("sutazai.agents.attempt")
 
-PERMANENT = (InvalidInput, NotFound, Forbidden, BadRequest)  # a retry would meet them again
+PERMANENT = (InvalidInput, NotFound, Forbidden, BadRequest, UnsupportedMedia)  # a retry would meet them again
 CHILD_POLL_S = 0.25
+
+
+@dataclass
+class DocumentIndexing:
+    """What an 'index' task needs: the documents' rows and files, the embedder, the vectors."""
+
+    documents: DocumentStore
+    files: DocumentFiles
+    embedder: Embedder
+    vectors: VectorStore
+    settings: Settings
 
 
 @dataclass
@@ -46,6 +62,8 @@ class AttemptContext:
     lease_s: float
     max_attempts: int
     retry_after_s: int = 2
+    # Indexing documents (tasks of kind 'index'); None where the app has no embedder.
+    indexing: DocumentIndexing | None = None
     jobs: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
 
     def model(self, name: str | None, request_id: str) -> AgentModel:
@@ -70,6 +88,8 @@ async def run_attempt(ctx: AttemptContext, task: Task) -> TaskStatus | None:
         try:
             if task.kind == "orchestrate":
                 result, usage = await _orchestrate(ctx, task)
+            elif task.kind == "index":
+                result, usage = await _index(ctx, task)
             else:
                 result, usage = await _run_agent_task(ctx, task)
         except asyncio.CancelledError:
@@ -172,6 +192,35 @@ async def _run_agent_task(ctx: AttemptContext, task: Task) -> tuple[dict[str, An
     async with asyncio.timeout(definition.timeout_s):
         result = await run_agent(definition, task.input, tools, model, runner or _NoTools(), _recorder(ctx, task), past)
     return {"answer": result.answer, "steps": result.steps}, result.usage
+
+
+# ---- indexing ------------------------------------------------------------
+
+
+async def _index(ctx: AttemptContext, task: Task) -> tuple[dict[str, Any], Usage]:
+    """Index an uploaded document; each batch is a `progress` event and renews nothing (the
+    heartbeat does). A document deleted before its turn is nothing to do."""
+    if ctx.indexing is None:
+        raise Unavailable("no embedding model is deployed: documents cannot be indexed", ctx.retry_after_s)
+    parts = ctx.indexing
+    document = await parts.documents.find(uuid.UUID(task.params["document_id"]))
+    if document is None:
+        return {"document_id": task.params["document_id"], "skipped": "the document was deleted"}, Usage()
+    data = await parts.files.read(document.owner_id, document.id)
+
+    async def progress(done: int, total: int) -> None:
+        await ctx.store.record(task.id, task.attempts, "progress", {"chunks_indexed": done, "chunks_total": total})
+
+    chunks = await index_document(
+        document,
+        data,
+        store=parts.documents,
+        embedder=parts.embedder,
+        vectors=parts.vectors,
+        settings=parts.settings,
+        progress=progress,
+    )
+    return {"document_id": str(document.id), "chunks": chunks}, Usage()
 
 
 # ---- orchestration -------------------------------------------------------

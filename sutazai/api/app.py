@@ -15,9 +15,11 @@ from sutazai.api import (
     conversations,
     documents,
     embeddings,
+    jobs,
     keys,
     mcp,
     openai,
+    retrieval,
     sessions,
     system,
     tasks,
@@ -36,6 +38,7 @@ ROUTERS = (
     audit,
     chat,
     conversations,
+    retrieval,  # POST /api/v1/documents/search, before the documents routes
     documents,
     cache,
     openai,
@@ -44,6 +47,7 @@ ROUTERS = (
     cluster,
     agents,
     tasks,
+    jobs,
 )
 
 

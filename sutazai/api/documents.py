@@ -10,13 +10,12 @@ replica, in the background. Search is `POST /api/v1/documents/search` (another m
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hashlib
 import logging
 import unicodedata
 import uuid
 from pathlib import PurePosixPath
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
@@ -26,11 +25,11 @@ from starlette.datastructures import UploadFile
 from sutazai.api.deps import PageDep, ServicesDep, UserDep, ViewerDep
 from sutazai.documents.files import DocumentFiles
 from sutazai.documents.parsing import detect
-from sutazai.errors import InvalidInput, PayloadTooLarge
+from sutazai.errors import InvalidInput, PayloadTooLarge, Unavailable
 from sutazai.schemas.common import Page
 from sutazai.schemas.documents import DocumentOut
 from sutazai.services import Services
-from sutazai.storage.documents import Document, DocumentStore
+from sutazai.storage.documents import DocumentStore
 
 logger = logging.getLogger("sutazai.documents")
 
@@ -55,19 +54,13 @@ _UPLOAD_BODY = {
     }
 }
 
-# Inline indexing tasks of this replica (only while no indexer hook is provided): kept
-# referenced so they are not collected mid-run.
-_BACKGROUND: set[asyncio.Task[Any]] = set()
-
 
 def document_store(services: Services) -> DocumentStore:
-    store = getattr(services, "documents", None)
-    return store if isinstance(store, DocumentStore) else DocumentStore(services.pool)
+    return services.documents
 
 
 def document_files(services: Services) -> DocumentFiles:
-    files = getattr(services, "document_files", None)
-    return files if isinstance(files, DocumentFiles) else DocumentFiles(services.settings.documents_dir)
+    return services.document_files
 
 
 def clean_filename(name: str | None) -> str:
@@ -93,38 +86,6 @@ async def _read_capped(upload: UploadFile, limit: int) -> bytes:
             raise PayloadTooLarge(f"the file is larger than {limit} bytes")
         parts.append(block)
     return b"".join(parts)
-
-
-async def _index_inline(services: Services, document: Document, data: bytes) -> None:
-    from sutazai.documents.indexing import index_document
-    from sutazai.embeddings import resolve_embedder
-
-    try:
-        embedder = resolve_embedder(services.embeddings, None)
-        await index_document(
-            document,
-            data,
-            store=document_store(services),
-            embedder=embedder,
-            vectors=services.vectors,  # type: ignore[attr-defined]
-            settings=services.settings,
-        )
-    except Exception as exc:  # recorded on the document by index_document
-        logger.warning("inline indexing of document %s failed: %r", document.id, exc)
-
-
-async def start_indexing(services: Services, document: Document, data: bytes) -> None:
-    """Hand the document to the indexer hook, or index it in this replica when there is none."""
-    hook = getattr(services, "documents_indexer", None)
-    if hook is not None:
-        await hook(document)
-        return
-    if getattr(services, "embeddings", None) and getattr(services, "vectors", None) is not None:
-        task = asyncio.create_task(_index_inline(services, document, data))
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
-    else:
-        logger.warning("document %s stays queued: no indexer, embedder or vector store in this replica", document.id)
 
 
 @router.post("", status_code=202, response_model=DocumentOut, openapi_extra=_UPLOAD_BODY)
@@ -160,10 +121,12 @@ async def upload_document(request: Request, caller: UserDep, services: ServicesD
             size_bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
         )
-    except BaseException:
+        await services.documents_indexer(document)  # a durable 'index' task
+    except BaseException:  # nothing half-written: no row without its task, no file without its row
+        with contextlib.suppress(Exception):
+            await store.delete(document_id, caller.user_id)
         await files.delete(caller.user_id, document_id)
         raise
-    await start_indexing(services, document, data)
     body = DocumentOut.of(document).model_dump(mode="json")
     return JSONResponse(body, status_code=202, headers={"Location": f"/api/v1/documents/{document.id}"})
 
@@ -199,9 +162,9 @@ async def delete_document(document_id: uuid.UUID, caller: UserDep, services: Ser
     failure part way leaves a document that can be deleted again, never vectors without a row."""
     store = document_store(services)
     document = await store.get(document_id, caller.user_id)
-    vectors = getattr(services, "vectors", None)
-    if vectors is not None:
-        await vectors.delete_document(str(document.id))
+    if services.vectors is None:  # deleting rows but not vectors would leave them searchable
+        raise Unavailable("the vector store is unreachable; try again", services.settings.retry_after_s)
+    await services.vectors.delete_document(str(document.id))
     await store.delete(document.id, caller.user_id)
     await document_files(services).delete(caller.user_id, document.id)
     return Response(status_code=204)

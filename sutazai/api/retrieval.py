@@ -10,24 +10,27 @@ from sutazai.embeddings import resolve_embedder
 from sutazai.errors import Unavailable
 from sutazai.schemas.retrieval import DocumentSearch, SearchResults
 from sutazai.services import Services
+from sutazai.vectors.store import VectorStore
 
 router = APIRouter(prefix="/api/v1/documents", tags=["documents"])
 
 
-def retrieval_parts(services: Services) -> None:
-    """503 when this replica cannot search (no embedder deployed, no vector store)."""
+def retrieval_parts(services: Services) -> VectorStore:
+    """The vector store; 503 when this replica cannot search (no embedder deployed, no vector store)."""
     if not services.embeddings or services.vectors is None:
-        raise Unavailable("document search needs an embedding model and a vector store", services.settings.retry_after_s)
+        message = "document search needs an embedding model and a vector store"
+        raise Unavailable(message, services.settings.retry_after_s)
+    return services.vectors
 
 
 @router.post("/search", response_model=SearchResults)
 async def search(body: DocumentSearch, caller: ViewerDep, services: ServicesDep) -> SearchResults:
     """The chunks of your documents that best match `query`, best first, with scores and spans."""
-    retrieval_parts(services)
+    vectors = retrieval_parts(services)
     hits = await search_documents(
         store=services.documents,
         embedder=resolve_embedder(services.embeddings, None),
-        vectors=services.vectors,
+        vectors=vectors,
         owner_id=caller.user_id,
         query=body.query,
         top_k=body.top_k,

@@ -52,6 +52,9 @@ CORS_EXPOSE_HEADERS = [
 ]
 
 
+UPLOAD_OVERHEAD = 64 * 1024  # multipart boundaries and part headers around an uploaded file
+
+
 class BodyTooLarge(StarletteHTTPException):
     """Raised from `receive`; FastAPI's body parsing re-raises HTTPExceptions, so the
     app's own error handler answers 413 in the usual shape."""
@@ -61,9 +64,10 @@ class BodyTooLarge(StarletteHTTPException):
 
 
 class SecurityMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, upload_limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.upload_limits = upload_limits or {}  # POST path -> its own body limit (file uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,6 +75,8 @@ class SecurityMiddleware:
             return
         state = scope.setdefault("state", {})  # the same dict request.state writes into
         limit = self.max_body_bytes
+        if scope.get("method") == "POST":
+            limit = self.upload_limits.get(scope.get("path", ""), limit)
         https = scope.get("scheme") == "https"
         started = False
 
@@ -152,7 +158,8 @@ def _add_headers(headers: MutableHeaders, state: dict, https: bool) -> None:
 
 def install_security(app: FastAPI, settings: Settings) -> None:
     """Add CORS and SecurityMiddleware; call before the app starts serving."""
-    app.add_middleware(SecurityMiddleware, max_body_bytes=settings.max_body_bytes)
+    uploads = {"/api/v1/documents": settings.documents_max_bytes + UPLOAD_OVERHEAD}
+    app.add_middleware(SecurityMiddleware, max_body_bytes=settings.max_body_bytes, upload_limits=uploads)
     origins = list(settings.cors_origins)
     if not origins:
         return  # added last = outermost, so even 413/429 answers carry CORS headers

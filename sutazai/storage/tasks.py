@@ -25,7 +25,7 @@ from sutazai.errors import Conflict, NotFound
 from sutazai.storage.records import Record
 
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TaskKind = Literal["agent", "orchestrate"]
+TaskKind = Literal["agent", "orchestrate", "index"]
 TERMINAL: tuple[TaskStatus, ...] = ("succeeded", "failed", "cancelled")
 
 QUEUE_CHANNEL = "sutazai_task_queue"  # payload "queued:<kind>", or "cancel:<task id>"

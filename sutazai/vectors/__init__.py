@@ -1,5 +1,5 @@
 """Document chunk vectors: one interface (`VectorStore`), a Qdrant server or the embedded edge shard."""
 
-from sutazai.vectors.store import ChunkVector, VectorHit, VectorStore, vector_store
+from sutazai.vectors.store import ChunkVector, VectorHit, VectorStore
 
-__all__ = ["ChunkVector", "VectorHit", "VectorStore", "vector_store"]
+__all__ = ["ChunkVector", "VectorHit", "VectorStore"]

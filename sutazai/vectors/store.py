@@ -1,6 +1,6 @@
 """The vector store interface: document chunk vectors, searched per owner.
 
-Two implementations, one interface (`VectorStore`), picked by `vector_store(settings)`:
+Two implementations, one interface (`VectorStore`), picked by `deployments.vector_store.connect_vector_store(settings)`:
 
 - `QDRANT_URL` set: `QdrantServerStore`, one collection on a Qdrant server through
   `qdrant_client.AsyncQdrantClient` (any number of ingress replicas talk to it).
@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
-    from sutazai.settings import Settings
+    pass
 
 OWNER_FIELD = "owner_id"
 DOCUMENT_FIELD = "document_id"
@@ -68,15 +68,3 @@ class VectorStore(Protocol):
     async def close(self) -> None:
         """Release this client's resources (the store's data stays)."""
         ...
-
-
-def vector_store(settings: Settings, *, namespace: str = "sutazai") -> VectorStore:
-    """The store this process uses: the Qdrant server when `QDRANT_URL` is set, else the
-    client of the embedded store's actor (got or created: `get_if_exists` makes it race-free)."""
-    if settings.qdrant_url:
-        from sutazai.vectors.qdrant_server import QdrantServerStore
-
-        return QdrantServerStore.from_settings(settings)
-    from deployments.vector_store import ActorVectorStore
-
-    return ActorVectorStore.connect(settings, namespace=namespace)

@@ -17,8 +17,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray
 
 from deployments.vector_store import ActorVectorStore, get_or_create, shutdown
+from deployments.vector_store import connect_vector_store as vector_store
 from sutazai.settings import Settings
-from sutazai.vectors.store import ChunkVector, vector_store
+from sutazai.vectors.store import ChunkVector
 
 DIM = 8
 

@@ -128,8 +128,8 @@ async def test_counts_and_deletes_before_the_collection_exists_are_zero():
 
 
 async def test_vector_store_with_qdrant_url_is_the_server_store():
+    from deployments.vector_store import connect_vector_store as vector_store
     from sutazai.settings import Settings
-    from sutazai.vectors.store import vector_store
 
     store = vector_store(Settings(qdrant_url="http://127.0.0.1:6333", vector_collection="chunks_x"))
     assert isinstance(store, QdrantServerStore) and store.collection == "chunks_x"
