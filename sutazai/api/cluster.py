@@ -1,5 +1,6 @@
 """Cluster status straight from Ray's state and Serve APIs: nodes, Serve applications and
-their replicas, and the app's named actors (the MCP servers) with the node each runs on."""
+their replicas with each deployment's autoscaling state, and the app's named actors (the MCP
+servers and the agent runners) with the node each runs on."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ from typing import Any, TypeVar
 from fastapi import APIRouter
 
 from sutazai.api.deps import ViewerDep
-from sutazai.schemas.cluster import ActorInfo, ApplicationInfo, ClusterStatus, DeploymentInfo, NodeInfo, ReplicaInfo
+from sutazai.schemas.cluster import (
+    ActorInfo,
+    ApplicationInfo,
+    AutoscalingInfo,
+    ClusterStatus,
+    DeploymentInfo,
+    NodeInfo,
+    ReplicaInfo,
+    ScalingDecision,
+)
 
 router = APIRouter(prefix="/api/v1/cluster", tags=["cluster"])
 
@@ -76,6 +86,48 @@ def _serve_details() -> dict[str, Any]:
         return {}
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _autoscaling(found: dict[str, Any], status: str, trigger: str | None, running: int) -> AutoscalingInfo | None:
+    """From the controller's deployment details: the autoscaling config in force, the direction
+    (target against running replicas, or Serve's UPSCALING/DOWNSCALING status) and, where Ray fills
+    `autoscaling_detail` (declared experimental in 2.60, not yet populated), its recent decisions."""
+    config = (found.get("deployment_config") or {}).get("autoscaling_config")
+    if not isinstance(config, dict):
+        return None
+    target = found.get("target_num_replicas")
+    if status in ("UPSCALING", "DOWNSCALING"):
+        scaling = status
+    elif isinstance(target, int) and target != running:
+        scaling = "UPSCALING" if target > running else "DOWNSCALING"
+    else:
+        scaling = "STABLE"
+    detail = found.get("autoscaling_detail") or {}
+    decisions = [
+        ScalingDecision(
+            at=float(d.get("timestamp_s", 0.0)),
+            reason=str(d.get("reason", "")),
+            from_replicas=int(d.get("prev_num_replicas", 0)),
+            to_replicas=int(d.get("curr_num_replicas", 0)),
+        )
+        for d in detail.get("decisions") or []
+        if isinstance(d, dict)
+    ]
+    min_r, max_r = _number(config.get("min_replicas")), _number(config.get("max_replicas"))
+    return AutoscalingInfo(
+        min_replicas=int(min_r) if min_r is not None else None,
+        max_replicas=int(max_r) if max_r is not None else None,
+        target_ongoing_requests=_number(config.get("target_ongoing_requests")),
+        upscale_delay_s=_number(config.get("upscale_delay_s")),
+        downscale_delay_s=_number(config.get("downscale_delay_s")),
+        scaling=_name(detail.get("scaling_status")) if detail.get("scaling_status") else scaling,
+        last_change=trigger,
+        decisions=decisions,
+    )
+
+
 def _applications() -> list[ApplicationInfo]:
     from ray import serve
 
@@ -92,15 +144,20 @@ def _applications() -> list[ApplicationInfo]:
                 ReplicaInfo(replica_id=str(r.get("replica_id")), state=_name(r.get("state")), node_id=r.get("node_id"))
                 for r in found.get("replicas") or []
             ]
+            dep_status, running = _name(dep.status), states.get("RUNNING", 0)
+            trigger = getattr(dep, "status_trigger", None)
             deployments.append(
                 DeploymentInfo(
                     name=name,
-                    status=_name(dep.status),
+                    status=dep_status,
                     message=dep.message or "",
                     target_replicas=found.get("target_num_replicas"),
-                    running_replicas=states.get("RUNNING", 0),
+                    running_replicas=running,
                     replica_states=states,
                     replicas=replicas,
+                    autoscaling=_autoscaling(
+                        found, dep_status, _name(trigger) if trigger is not None else None, running
+                    ),
                 )
             )
         apps.append(
@@ -110,9 +167,13 @@ def _applications() -> list[ApplicationInfo]:
 
 
 def _actors() -> list[ActorInfo]:
+    import ray
     from ray.util.state import list_actors
 
     found = list_actors(
+        # this process's cluster: with no address Ray looks for "the" local instance and refuses
+        # when a machine runs more than one ("Found multiple active Ray instances")
+        address=ray.get_runtime_context().gcs_address,
         filters=[("ray_namespace", "=", NAMESPACE)],
         limit=ACTORS_LIMIT,
         timeout=int(TIMEOUT_S),

@@ -22,6 +22,30 @@ class ReplicaInfo(BaseModel):
     node_id: str | None = None
 
 
+class ScalingDecision(BaseModel):
+    """One decision of Serve's autoscaler, as its controller reports it (when it does)."""
+
+    at: float  # Unix time
+    reason: str
+    from_replicas: int
+    to_replicas: int
+
+
+class AutoscalingInfo(BaseModel):
+    """A deployment's autoscaling bounds and where it stands: `scaling` is UPSCALING, DOWNSCALING or
+    STABLE (the target against the running replicas); `last_change` is Serve's trigger for the
+    current status (UPSCALE_COMPLETED, DOWNSCALE_COMPLETED, AUTOSCALING, ...)."""
+
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_ongoing_requests: float | None = None
+    upscale_delay_s: float | None = None
+    downscale_delay_s: float | None = None
+    scaling: str
+    last_change: str | None = None
+    decisions: list[ScalingDecision] = []  # Serve's recent decisions; empty where Ray does not record them
+
+
 class DeploymentInfo(BaseModel):
     name: str
     status: str
@@ -30,6 +54,7 @@ class DeploymentInfo(BaseModel):
     running_replicas: int
     replica_states: dict[str, int]
     replicas: list[ReplicaInfo] = []
+    autoscaling: AutoscalingInfo | None = None  # None: a fixed number of replicas
 
 
 class ApplicationInfo(BaseModel):
@@ -40,6 +65,9 @@ class ApplicationInfo(BaseModel):
 
 
 class ActorInfo(BaseModel):
+    """A named actor of namespace `sutazai`: MCP servers (`mcp-<server>`) and the task dispatcher's
+    agent runners (`agent-runner-<dispatcher replica>-<n>`)."""
+
     name: str
     namespace: str
     class_name: str

@@ -47,3 +47,46 @@ def test_cluster_status_needs_credentials(serve_app):
 
 def test_detailed_health_links_to_cluster_status(api):
     assert api.get("/api/v1/health/detailed").json()["cluster"] == "/api/v1/cluster/status"
+
+
+def test_cluster_status_shows_the_model_deployments_autoscaling(api):
+    apps = {a["name"]: a for a in _status(api)["applications"]}
+    model = {d["name"]: d for d in apps["sutazai"]["deployments"]}["llm-gemma3-270m"]
+    scaling = model["autoscaling"]
+    assert (scaling["min_replicas"], scaling["max_replicas"]) == (1, 2)  # models/gemma3-270m.yaml
+    assert scaling["target_ongoing_requests"] == 2
+    assert scaling["scaling"] in ("STABLE", "UPSCALING", "DOWNSCALING") and scaling["last_change"]
+    assert isinstance(scaling["decisions"], list)
+
+
+def test_cluster_status_lists_the_agent_runner_actors(api):
+    deadline = time.monotonic() + 30
+    while True:
+        body = _status(api)
+        runners = [a for a in body["actors"] if a["name"].startswith("agent-runner-")]
+        if runners or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    node_ids = {n["node_id"] for n in body["nodes"]}
+    assert runners and all(r["namespace"] == "sutazai" and r["node_id"] in node_ids for r in runners)
+    assert {r["class_name"] for r in runners} == {"AgentRunner"}
+
+
+def test_autoscaling_direction_comes_from_target_against_running():
+    from sutazai.api.cluster import _autoscaling
+
+    found = {
+        "target_num_replicas": 2,
+        "deployment_config": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 3, "upscale_delay_s": 5}},
+    }
+    up = _autoscaling(found, "HEALTHY", "AUTOSCALING", running=1)
+    assert up is not None and up.scaling == "UPSCALING" and (up.min_replicas, up.max_replicas) == (1, 3)
+    assert _autoscaling(found, "HEALTHY", None, running=2).scaling == "STABLE"  # type: ignore[union-attr]
+    assert _autoscaling(found, "DOWNSCALING", None, running=2).scaling == "DOWNSCALING"  # type: ignore[union-attr]
+    assert _autoscaling({"target_num_replicas": 1, "deployment_config": {}}, "HEALTHY", None, 1) is None
+    found["autoscaling_detail"] = {
+        "scaling_status": "STABLE",
+        "decisions": [{"timestamp_s": 1.0, "reason": "load", "prev_num_replicas": 1, "curr_num_replicas": 2}],
+    }
+    decided = _autoscaling(found, "HEALTHY", None, running=2)
+    assert decided is not None and decided.decisions[0].to_replicas == 2
