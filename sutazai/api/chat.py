@@ -14,6 +14,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from sutazai.api.deps import ModelCallerDep, RequestIdDep, ServicesDep
 from sutazai.api.errors import error_body
+from sutazai.api.retrieval import grounding, with_context
 from sutazai.api.sse import SSE_RESPONSES, event, sse_response
 from sutazai.errors import InvalidInput, NotFound, SutazaiError
 from sutazai.inference import ModelClient
@@ -31,6 +32,7 @@ from sutazai.schemas.api import (
     TokenEvent,
 )
 from sutazai.schemas.engine import ChatMessage, GenerationRequest, GenerationResult, Usage
+from sutazai.schemas.retrieval import Citation
 from sutazai.services import Services
 
 router = APIRouter(prefix="/api/v1", tags=["chat"])
@@ -46,6 +48,7 @@ class _Turn:
     create: bool
     text: str
     user_id: uuid.UUID
+    citations: list[Citation] | None
 
     async def store(self, services: Services, result: GenerationResult) -> None:
         await services.conversations.append_turn(
@@ -74,7 +77,11 @@ async def _prepare_turn(body: ChatRequest, services: Services, request_id: str |
     messages = ([ChatMessage(role="system", content=system)] if system else []) + history
     messages.append(ChatMessage(role="user", content=body.message))
     request = services.inference.build_request(client.spec, body, messages=messages, request_id=request_id)
-    return _Turn(client, request, conversation_id, create, body.message, user_id)
+    context, cited = await grounding(services, user_id, body, body.message, request, client.spec.context_length)
+    if context is not None:
+        messages = with_context(messages, context)
+        request = services.inference.build_request(client.spec, body, messages=messages, request_id=request_id)
+    return _Turn(client, request, conversation_id, create, body.message, user_id, cited if body.use_documents else None)
 
 
 @router.post("/chat", response_model=ChatResponse)
@@ -94,6 +101,7 @@ async def chat(
         usage=result.usage,
         cached=cached,
         request_id=request_id,
+        citations=turn.citations,
     )
 
 
@@ -125,6 +133,7 @@ async def chat_stream(
                         usage=chunk.usage,
                         cached=cached,
                         request_id=request_id,
+                        citations=turn.citations,
                     )
                     yield event(done, "done")
         except SutazaiError as exc:

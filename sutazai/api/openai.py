@@ -18,6 +18,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from sutazai.api.deps import ModelCallerDep, RequestIdDep, Reservation, ServicesDep, ViewerDep
 from sutazai.api.errors import error_body
+from sutazai.api.retrieval import grounding, with_context
 from sutazai.api.sse import SSE_RESPONSES, event, sse_response
 from sutazai.errors import InvalidInput, SutazaiError
 from sutazai.inference import ModelClient
@@ -162,6 +163,14 @@ async def chat_completions(
     client = services.inference.resolve(body.model)
     request, names = _chat_request(services, client, body, request_id)
     cid, model = completion_id("chatcmpl"), client.spec.name
+    cited = None
+    if body.use_documents:
+        query = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
+        owner = caller.principal.user_id
+        context, cited = await grounding(services, owner, body, query, request, client.spec.context_length)
+        if context is not None and request.messages is not None:
+            messages = with_context(request.messages, context)
+            request = GenerationRequest.model_validate(request.model_dump() | {"messages": messages})
 
     if not body.stream:
         async with await caller.reserve([request]) as reservation:
@@ -179,6 +188,7 @@ async def chat_completions(
             model=model,
             choices=[ChatChoice(index=0, message=message, finish_reason=finish)],
             usage=result.usage,
+            citations=cited,
         )
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -195,7 +205,10 @@ async def chat_completions(
 
     def final_chunk(finish: OpenAIFinishReason) -> ChatCompletionChunk:
         delta = DeltaMessage(role="assistant") if first else DeltaMessage()
-        return ChatCompletionChunk(id=cid, model=model, choices=[ChatChunkChoice(delta=delta, finish_reason=finish)])
+        choices = [ChatChunkChoice(delta=delta, finish_reason=finish)]
+        if cited is None:
+            return ChatCompletionChunk(id=cid, model=model, choices=choices)
+        return ChatCompletionChunk(id=cid, model=model, choices=choices, citations=cited)
 
     def usage_chunk(usage: Usage) -> ChatCompletionChunk:
         return ChatCompletionChunk(id=cid, model=model, choices=[], usage=usage)

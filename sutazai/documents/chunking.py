@@ -10,7 +10,7 @@ answer can cite the span, and its PDF page.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -67,25 +67,25 @@ def chunk(
     overlap: int = 30,
     media_type: str | None = None,
     page_at: Callable[[int], int | None] | None = None,
+    pages: Sequence[tuple[int, int, int]] | None = None,
 ) -> list[Chunk]:
     """`text` in chunks of at most `tokens` tokens (a single word longer than that is cut),
-    neighbours sharing up to `overlap` tokens; Markdown is split by its sections first."""
+    neighbours sharing up to `overlap` tokens; Markdown is split by its sections first.
+    With `pages` ((start, end, number) spans of `text`), every page is chunked on its own, so
+    a chunk never straddles two pages and its citation names the one page it is on."""
     if tokens < 1:
         raise ValueError("tokens must be at least 1")
     overlap = max(0, min(overlap, tokens - 1))
     splitter = _splitter(media_type == MARKDOWN, tokens, overlap)
+    spans = list(pages) if pages else [(0, len(text), None)]
     out: list[Chunk] = []
-    for start, piece in splitter.chunk_indices(text):
-        if not piece.strip():
-            continue
-        out.append(
-            Chunk(
-                index=len(out),
-                text=piece,
-                start=start,
-                end=start + len(piece),
-                page=page_at(start) if page_at is not None else None,
-                tokens=count_tokens(piece),
+    for span_start, span_end, number in spans:
+        for start, piece in splitter.chunk_indices(text[span_start:span_end]):
+            if not piece.strip():
+                continue
+            at = span_start + start
+            page = number if pages else (page_at(at) if page_at is not None else None)
+            out.append(
+                Chunk(index=len(out), text=piece, start=at, end=at + len(piece), page=page, tokens=count_tokens(piece))
             )
-        )
     return out

@@ -69,7 +69,7 @@ async def index_document(
             tokens=settings.chunk_tokens,
             overlap=settings.chunk_overlap_tokens,
             media_type=parsed.media_type,
-            page_at=parsed.page_at if parsed.pages else None,
+            pages=[(p.start, p.end, p.number) for p in parsed.pages] or None,
         )
         await vectors.delete_document(document_id)  # a re-index starts clean
         ids = await store.replace_chunks(document.id, chunks)

@@ -14,9 +14,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
-from pydantic import BaseModel
-
 from sutazai.schemas.embeddings import EmbeddingResult
+from sutazai.schemas.retrieval import Citation, SearchHit
 from sutazai.storage.documents import DocumentStore, StoredChunk
 from sutazai.vectors.store import VectorStore
 
@@ -26,25 +25,6 @@ CANDIDATES = 3  # each ranking contributes top_k * CANDIDATES candidates to the 
 
 class QueryEmbedder(Protocol):
     async def embed(self, texts: list[str]) -> EmbeddingResult: ...
-
-
-class Citation(BaseModel):
-    """Where a piece of an answer came from: a chunk of one of the caller's documents."""
-
-    document_id: uuid.UUID
-    filename: str
-    chunk_index: int
-    page: int | None
-    start_char: int  # the chunk's span in the document's extracted text
-    end_char: int
-    score: float  # the fused (RRF) score; higher is better
-    text: str
-
-
-class SearchHit(Citation):
-    vector_score: float | None  # cosine similarity, when the vector search found it
-    keyword_score: float | None  # full-text rank, when the keyword search found it
-    tokens: int
 
 
 async def search_documents(

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sutazai.schemas.common import INT32_MAX, MAX_STOP, MAX_TEXT, Text
 from sutazai.schemas.engine import FinishReason, Usage
+from sutazai.schemas.retrieval import Citation, DocumentsOption
 from sutazai.storage.conversations import Conversation, StoredMessage
 
 
@@ -26,7 +27,7 @@ class Sampling(_Request):
     seed: int | None = Field(default=None, ge=0, le=INT32_MAX)
 
 
-class ChatRequest(Sampling):
+class ChatRequest(Sampling, DocumentsOption):
     message: Text = Field(min_length=1, max_length=MAX_TEXT)
     conversation_id: uuid.UUID | None = None
     model: Text | None = Field(default=None, max_length=64)
@@ -56,6 +57,7 @@ class ChatResponse(BaseModel):
     usage: Usage
     cached: bool
     request_id: str | None
+    citations: list[Citation] | None = None  # when use_documents found excerpts
 
 
 class TokenEvent(BaseModel):
@@ -73,6 +75,7 @@ class ChatDone(BaseModel):
     usage: Usage
     cached: bool
     request_id: str | None
+    citations: list[Citation] | None = None
 
 
 class GenerateResponse(BaseModel):

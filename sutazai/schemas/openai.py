@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sutazai.schemas.common import INT32_MAX, MAX_STOP, MAX_TEXT, Text, clean_text
 from sutazai.schemas.engine import Usage
+from sutazai.schemas.retrieval import Citation, DocumentsOption
 
 
 class _Lenient(BaseModel):
@@ -84,7 +85,10 @@ class _SamplingFields(_Lenient):
         return [clean_text(stop) for stop in value]
 
 
-class ChatCompletionRequest(_SamplingFields):
+class ChatCompletionRequest(_SamplingFields, DocumentsOption):
+    """OpenAI's request; `use_documents`, `document_ids` and `documents_top_k` are ours (the
+    official client sends them with `extra_body`): the answer then carries `citations`."""
+
     messages: list[OpenAIMessage] = Field(min_length=1, max_length=512)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
@@ -166,6 +170,7 @@ class ChatCompletionResponse(_Response):
     object: Literal["chat.completion"] = "chat.completion"
     choices: list[ChatChoice]
     usage: Usage
+    citations: list[Citation] | None = None  # ours: the excerpts `use_documents` put in the prompt
 
 
 class DeltaFunctionCall(BaseModel):
@@ -201,6 +206,7 @@ class ChatCompletionChunk(_Response):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
+    citations: list[Citation] | None = None  # ours, on the chunk with the finish reason
 
 
 class CompletionChoice(BaseModel):

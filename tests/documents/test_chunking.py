@@ -69,3 +69,14 @@ def test_non_ascii_offsets_are_characters():
     text = "Ünïcödé façade — naïve café. " * 60
     for c in chunk(text, tokens=32, overlap=4):
         assert text[c.start : c.end] == c.text
+
+
+def test_with_pages_no_chunk_straddles_two_pages():
+    first = " ".join(f"Sentence {i} of the first page." for i in range(60))
+    second = "The fact on page two."
+    text = f"{first}\n\n{second}"
+    pages = [(0, len(first), 1), (len(first) + 2, len(text), 2)]
+    chunks = chunk(text, tokens=50, overlap=10, pages=pages)
+    last = chunks[-1]
+    assert last.page == 2 and last.text == second and text[last.start : last.end] == second
+    assert all(c.page == 1 for c in chunks[:-1]) and all(c.end <= len(first) for c in chunks[:-1])
