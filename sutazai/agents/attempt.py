@@ -18,15 +18,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sutazai.agents.loop import AgentModel, MaxStepsReached, ToolRunner, run_agent
-from sutazai.agents.toolbox import GatewayTools, ServeModel, discover_tools
+from sutazai.agents.loop import AgentModel, MaxStepsReached, OutputTruncated, ToolRunner, run_agent
+from sutazai.agents.toolbox import DocumentSearch, DocumentTools, GatewayTools, ServeModel, discover_tools
 from sutazai.documents.files import DocumentFiles
 from sutazai.documents.indexing import Embedder, index_document
+from sutazai.documents.retrieval import search_documents
 from sutazai.errors import BadRequest, Forbidden, InvalidInput, NotFound, Unavailable, UnsupportedMedia
 from sutazai.inference import ModelClient
 from sutazai.mcp.gateway import MCPGateway
 from sutazai.schemas.agents import AgentDefinition
 from sutazai.schemas.engine import ChatMessage, Usage
+from sutazai.schemas.retrieval import SearchHit
 from sutazai.settings import Settings
 from sutazai.storage.agents import AgentStore
 from sutazai.storage.documents import DocumentStore
@@ -97,6 +99,10 @@ async def run_attempt(ctx: AttemptContext, task: Task) -> TaskStatus | None:
                 return None
             await _finish(ctx, task, "cancelled", error=_error("cancelled", "cancelled by request"))
             return "cancelled"
+        except OutputTruncated as exc:
+            usage = exc.usage
+            await _finish(ctx, task, "failed", error=_error("output_truncated", str(exc)), usage=usage)
+            return "failed"
         except MaxStepsReached as exc:
             usage = exc.usage
             last = exc.last_text[:2000]
@@ -166,19 +172,33 @@ async def _role(ctx: AttemptContext, task: Task) -> str:
     return role
 
 
-async def _tools(ctx: AttemptContext, definition: AgentDefinition, task: Task) -> tuple[list[Any], ToolRunner | None]:
+async def _tools(ctx: AttemptContext, definition: AgentDefinition, task: Task) -> tuple[list[Any], ToolRunner]:
+    """The agent's tools as the model sees them, and what runs their calls: MCP servers through
+    the gateway, the built-in `documents/search` over the task owner's own documents."""
     if not definition.tools:
-        return [], None
-    if ctx.gateway is None:
-        raise InvalidInput("this agent uses MCP tools but MCP is not running", code="mcp_disabled")
+        return [], DocumentTools(None, None)
     role, user = await _role(ctx, task), task.owner_id.hex
     tools = await discover_tools(ctx.gateway, definition, role=role, user=user)
-    return tools, GatewayTools(ctx.gateway, role=role, user=user)
+    mcp = GatewayTools(ctx.gateway, role=role, user=user) if ctx.gateway is not None else None
+    return tools, DocumentTools(_document_search(ctx, task), mcp)
 
 
-class _NoTools:
-    async def call(self, server: str, tool: str, arguments: dict[str, Any]) -> Any:
-        raise InvalidInput("this agent has no tools")
+def _document_search(ctx: AttemptContext, task: Task) -> DocumentSearch | None:
+    parts = ctx.indexing
+    if parts is None:
+        return None
+
+    async def search(query: str, top_k: int) -> list[SearchHit]:
+        return await search_documents(
+            store=parts.documents,
+            embedder=parts.embedder,
+            vectors=parts.vectors,
+            owner_id=task.owner_id,
+            query=query,
+            top_k=top_k,
+        )
+
+    return search
 
 
 async def _run_agent_task(ctx: AttemptContext, task: Task) -> tuple[dict[str, Any], Usage]:
@@ -190,7 +210,7 @@ async def _run_agent_task(ctx: AttemptContext, task: Task) -> tuple[dict[str, An
     model = ctx.model(definition.model, str(task.id))
     past = await _past(ctx, task)
     async with asyncio.timeout(definition.timeout_s):
-        result = await run_agent(definition, task.input, tools, model, runner or _NoTools(), _recorder(ctx, task), past)
+        result = await run_agent(definition, task.input, tools, model, runner, _recorder(ctx, task), past)
     return {"answer": result.answer, "steps": result.steps}, result.usage
 
 

@@ -59,8 +59,12 @@ class DefinitionError(ValueError):
     """One file's problem; becomes its `LoadError`."""
 
 
+BUILTIN_TOOLS = ("documents/search", "documents/*")  # the caller's own documents (sutazai.agents.toolbox)
+
+
 def tool_problem(tools: list[str], mcp: MCPConfig | None) -> str | None:
     """Why `tools` are not usable MCP tools of `mcp`, or None when they all are."""
+    tools = [t for t in tools if t not in BUILTIN_TOOLS]  # served by the runner itself, not by MCP
     if not tools:
         return None
     if mcp is None:

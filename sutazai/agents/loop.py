@@ -100,6 +100,17 @@ class MaxStepsReached(Exception):
         self.last_text = last_text
 
 
+class OutputTruncated(Exception):
+    """The model's constrained output (a tool call or an answer) was cut by max_tokens before its
+    JSON closed: it is neither, and retrying at the same settings would cut it again."""
+
+    def __init__(self, step: int, usage: Usage, text: str) -> None:
+        super().__init__(f"step {step}: the model's output reached max_tokens before its JSON was complete")
+        self.step = step
+        self.usage = usage
+        self.last_text = text
+
+
 class _Past:
     """The events of earlier attempts, indexed for replay."""
 
@@ -185,6 +196,8 @@ async def run_agent(
                     "finish_reason": reply.finish_reason,
                 },
             )
+            if schema is not None and not calls and reply.finish_reason == "length" and not _is_json(text):
+                raise OutputTruncated(step, usage, text)
         last_text = text
         if answer is not None:
             return AgentResult(answer, usage, step)
@@ -199,6 +212,14 @@ async def run_agent(
             content = await _run_call(step, call, by_target, runner, record, replay)
             messages.append(ChatMessage(role="user", content=result_text(call["name"], content)))
     raise MaxStepsReached(definition.max_steps, usage, last_text)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _turn_schema(specs: list[ToolSpec], *, final: bool) -> dict[str, Any] | None:

@@ -14,23 +14,69 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from sutazai.agents.loop import AgentTool, ModelReply, ToolOutcome
+from sutazai.agents.loop import AgentTool, ModelReply, ToolOutcome, ToolRunner
 from sutazai.errors import BadRequest, Forbidden, InvalidInput, NotFound, SutazaiError, Unavailable
 from sutazai.inference import InferenceService, ModelClient
 from sutazai.mcp.gateway import MCPGateway
 from sutazai.schemas.agents import AgentDefinition, AgentSampling
 from sutazai.schemas.engine import ChatMessage, EngineError
+from sutazai.schemas.retrieval import SearchHit
 
 logger = logging.getLogger("sutazai.agents.toolbox")
 
 DEFAULT_RETRY_AFTER_S = 2
 
+# The built-in tool `documents/search`: the task owner's own documents, searched by the runner.
+DOCUMENTS_SERVER = "documents"
+DOCUMENTS_TOOL: dict[str, Any] = {
+    "name": "search_documents",
+    "description": "Search the user's uploaded documents; returns the best matching excerpts and their files.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "query": {"type": "string", "minLength": 1, "maxLength": 120},  # keeps a small model from rambling
+            "top_k": {"type": "integer", "minimum": 1, "maximum": 10},
+        },
+        "required": ["query"],
+    },
+}
+DocumentSearch = Callable[[str, int], Awaitable[list[SearchHit]]]
 
-async def discover_tools(gateway: MCPGateway, definition: AgentDefinition, *, role: str, user: str) -> list[AgentTool]:
+
+class DocumentTools:
+    """`ToolRunner` for the built-in documents tool; every other server goes to `others`."""
+
+    def __init__(self, search: DocumentSearch | None, others: ToolRunner | None) -> None:
+        self.search = search
+        self.others = others
+
+    async def call(self, server: str, tool: str, arguments: dict[str, Any]) -> ToolOutcome:
+        if server != DOCUMENTS_SERVER:
+            if self.others is None:
+                return ToolOutcome(f"no MCP server {server!r} is reachable", True)
+            return await self.others.call(server, tool, arguments)
+        if self.search is None:
+            return ToolOutcome("document search is not available here (no embedding model)", True)
+        query, top_k = str(arguments.get("query") or ""), int(arguments.get("top_k") or 4)
+        if not query.strip():
+            return ToolOutcome("query must not be empty", True)
+        hits = await self.search(query, max(1, min(top_k, 10)))
+        if not hits:
+            return ToolOutcome("no matching excerpts in the user's documents", False)
+        lines = [
+            f"[{n}] ({h.filename}, chunk {h.chunk_index}) {' '.join(h.text.split())}" for n, h in enumerate(hits, 1)
+        ]
+        return ToolOutcome("\n".join(lines), False)
+
+
+async def discover_tools(
+    gateway: MCPGateway | None, definition: AgentDefinition, *, role: str, user: str
+) -> list[AgentTool]:
     """The agent's tools, in the order its definition names their servers.
 
     A server the gateway does not serve, or a tool named explicitly that its server does not have
@@ -39,6 +85,11 @@ async def discover_tools(gateway: MCPGateway, definition: AgentDefinition, *, ro
     """
     found: list[tuple[str, dict[str, Any]]] = []
     for server in definition.servers():
+        if server == DOCUMENTS_SERVER:
+            found.append((server, DOCUMENTS_TOOL))
+            continue
+        if gateway is None:
+            raise InvalidInput(f"agent {definition.name!r} uses MCP server {server!r} but MCP is not running")
         try:
             listed = await gateway.tools(server, role, user=user)
         except NotFound as exc:

@@ -322,3 +322,16 @@ async def test_the_last_step_may_only_answer():
         "additionalProperties": False,
     }
     assert result.answer == "It is noon."
+
+
+async def test_a_constrained_turn_cut_by_max_tokens_is_not_taken_for_an_answer():
+    from sutazai.agents.loop import OutputTruncated
+
+    class Cut(ScriptedModel):
+        async def complete(self, messages, json_schema, sampling):
+            reply = await super().complete(messages, json_schema, sampling)
+            return ModelReply(reply.text, reply.usage, "length")
+
+    model = Cut('{"tool": "get_current_time", "arguments": {"timezone": "Europe/Par')
+    with pytest.raises(OutputTruncated):
+        await run_agent(definition(), "Time?", [TIME], model, RecordingTools(), Events())

@@ -172,6 +172,19 @@ def test_deleting_a_document_removes_it_from_search(api):
     assert api.get(f"/api/v1/documents/{doc['id']}").status_code == 404
 
 
+def test_an_agent_with_the_documents_tool_finds_the_owners_planted_fact(api, documents):
+    r = api.post(
+        "/api/v1/agents/documents-researcher/run",
+        json={"input": "What is the launch code for project Quillfeather?", "wait": True, "wait_timeout_s": 120},
+    )
+    assert r.status_code == 200, r.text
+    task_id = r.json()["id"]
+    with api.stream("GET", f"/api/v1/tasks/{task_id}/events") as stream:
+        lines = [line for line in stream.iter_lines() if line.startswith("data:")]
+    results = [line for line in lines if '"type":"tool_result"' in line]
+    assert results and "7741" in results[0] and "launch.pdf" in results[0], "\n".join(lines)
+
+
 def test_the_index_survives_an_app_restart(api, documents, app_env):
     """Last in this module: the Serve app is deleted and deployed again."""
     from ray import serve
