@@ -70,6 +70,10 @@ async def health_detailed(caller: ViewerDep, services: ServicesDep) -> JSONRespo
     }
     for name, client in services.inference.clients.items():
         checks[f"model:{name}"] = client.info()
+    for name, embedder in services.embeddings.items():
+        checks[f"embedder:{name}"] = embedder.info()
+    if services.vectors is not None:  # documents' chunk vectors (the embedded store's actor, or Qdrant)
+        checks["vector_store"] = services.vectors.count()
     if services.dispatcher is not None:  # agents' tasks: the dispatch loop, its runners, the queue
         checks["task_dispatcher"] = services.dispatcher.stats.remote()
     results = await asyncio.gather(*(_timed(c, timeout) for c in checks.values()))

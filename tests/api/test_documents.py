@@ -172,6 +172,12 @@ def test_deleting_a_document_removes_it_from_search(api):
     assert api.get(f"/api/v1/documents/{doc['id']}").status_code == 404
 
 
+def test_detailed_health_shows_the_embedder_and_the_vector_store(admin_api):
+    components = admin_api.get("/api/v1/health/detailed").json()["components"]
+    assert components["embedder:minilm-l6"]["status"] == "ok" and components["vector_store"]["status"] == "ok"
+    assert components["embedder:minilm-l6"]["detail"]["dimension"] == 384
+
+
 def test_an_agent_with_the_documents_tool_finds_the_owners_planted_fact(api, documents):
     r = api.post(
         "/api/v1/agents/documents-researcher/run",
