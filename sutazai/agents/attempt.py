@@ -249,6 +249,7 @@ PLAN_PROMPT = (
     "Split the user's request into sub-tasks for these agents and answer with JSON "
     '{{"subtasks": [{{"agent": <name>, "input": <what that agent should do>}}]}}.\nAgents:\n{agents}'
 )
+PLAN_INPUT_CHARS = 300  # one sub-task's instructions
 COMBINE_PROMPT = "Combine the results of the sub-tasks below into one answer to the user's request."
 
 
@@ -262,7 +263,10 @@ def _plan_schema(names: list[str], most: int) -> dict[str, Any]:
                 "maxItems": most,
                 "items": {
                     "type": "object",
-                    "properties": {"agent": {"enum": names}, "input": {"type": "string"}},
+                    "properties": {
+                        "agent": {"enum": names},
+                        "input": {"type": "string", "minLength": 1, "maxLength": PLAN_INPUT_CHARS},
+                    },
                     "required": ["agent", "input"],
                     "additionalProperties": False,
                 },
@@ -296,8 +300,11 @@ async def _plan(
         ChatMessage(role="user", content=task.input),
     ]
     most = int(task.params.get("max_subtasks", 8))
+    # Room for the whole plan: a plan cut by max_tokens is no plan.
+    room = most * (PLAN_INPUT_CHARS // 3 + 16) + 16
+    sampling = coordinator.sampling.model_copy(update={"max_tokens": max(coordinator.sampling.max_tokens or 0, room)})
     reply = await ctx.model(coordinator.model, f"{task.id}-plan").complete(
-        messages, _plan_schema(names, most), coordinator.sampling
+        messages, _plan_schema(names, most), sampling
     )
     try:
         subtasks = json.loads(reply.text)["subtasks"]

@@ -224,6 +224,29 @@ def test_cancelling_an_orchestration_cancels_its_children(api, agents):
         assert wait_ended(api, str(child), timeout=10)["status"] == "cancelled"
 
 
+def test_a_coordinator_plans_subtasks_for_the_named_agents_and_writes_the_answer(api, agents):
+    r = api.post(
+        "/api/v1/orchestrate",
+        json={
+            "input": "Say hello, then tell the time in UTC.",
+            "agents": [agents["talker"], agents["clock"]],
+            "coordinator": agents["talker"],
+            "max_subtasks": 2,
+            "wait": True,
+            "wait_timeout_s": 240,
+        },
+    )
+    assert r.status_code == 200, r.text
+    parent = r.json()
+    assert parent["status"] == "succeeded", (parent["error"], parent["result"])
+    events = [e["data"] for e in events_of(api, parent["id"])]
+    [plan] = [e["data"] for e in events if e["type"] == "plan"]
+    assert 1 <= len(plan["subtasks"]) <= 2
+    assert {s["agent"] for s in plan["subtasks"]} <= {agents["talker"], agents["clock"]}
+    assert len(parent["children"]) == len(plan["subtasks"])
+    assert any(e["type"] == "combine" for e in events) and parent["result"]["answer"]
+
+
 async def statuses(database_url: str, ids: list[str]) -> list[str]:
     conn = await asyncpg.connect(database_url)
     try:
