@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from sutazai.agents.definitions import load_agent_files
 from sutazai.auth.accounts import ensure_admin
 from sutazai.auth.authenticate import Authenticator
+from sutazai.auth.principal_cache import PrincipalCache
 from sutazai.auth.rate_limit import RateLimiter
 from sutazai.auth.secret import resolve_jwt_secret
 from sutazai.auth.tokens import TokenSigner
@@ -83,6 +84,8 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         await self.task_events.close()
+        if self.authenticator.cache is not None:
+            await self.authenticator.cache.close()
         await self.pool.close()
         await self.redis.aclose()
 
@@ -204,7 +207,9 @@ async def build_services(
         conversations=ConversationStore(pool),
         signer=signer,
         limiter=RateLimiter(redis, prefix=f"{settings.app_name}:rl:", timeout_s=settings.redis_timeout_s, clock=clock),
-        authenticator=Authenticator(signer, sessions, keys),
+        authenticator=Authenticator(
+            signer, sessions, keys, PrincipalCache(settings.database_url, ttl_s=settings.auth_cache_ttl_s)
+        ),
         mcp=mcp,
         agents=AgentStore(pool),
         mcp_config=mcp.config if mcp is not None else mcp_config_of(settings),
@@ -217,6 +222,8 @@ async def build_services(
         vectors=vectors,
     )
     await services.task_events.start()
+    if services.authenticator.cache is not None:
+        await services.authenticator.cache.start()
     await ensure_admin(users, settings)
     await sync_agent_files(services)
     services._housekeeping = asyncio.create_task(services._purge_expired_sessions())

@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     login_attempts_per_minute: int = 10
     max_api_keys_per_user: int = 50  # unrevoked, unexpired keys
     auth_failures_per_minute: int = 30  # per client address, before it gets 429 without a lookup
+    # Resolved principals cached per replica (0: off); revocations drop them at once.
+    auth_cache_ttl_s: float = 30.0
     max_concurrent_model_requests: int = 8  # per user, over every replica
     # Proxies whose X-Forwarded-For is believed (addresses or CIDRs); none by default.
     trusted_proxies: list[str] = []

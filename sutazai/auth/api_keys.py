@@ -2,9 +2,10 @@
 
 A key is `sk-` + 32 random bytes (url-safe base64). It is shown once at creation;
 only its SHA-256 is stored (a salt adds nothing for 256 random bits) plus a short
-display prefix (`sutazai.storage.api_keys`). Every request looks the key up by
-hash, so a revoked or expired key, or one whose owner was disabled, is refused
-at once on every replica.
+display prefix (`sutazai.storage.api_keys`). A request looks the key up by hash
+(a replica caches the answer a few seconds, never past a revocation: see
+`sutazai.auth.principal_cache`), so a revoked or expired key, or one whose owner
+was disabled, is refused at once on every replica.
 """
 
 from __future__ import annotations

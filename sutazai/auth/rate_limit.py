@@ -1,7 +1,9 @@
 """Rate-limit counting: fixed windows shared by every replica, and concurrency slots.
 
 Counters live in Redis (`INCRBY` + `EXPIRE`, keys `<prefix><kind>:<bucket>:<window_s>:<n>`),
-one pipelined round trip per decision. Which buckets apply to a caller is not decided
+one round trip per decision: a pipeline for `hit`, and for `gate` (is anything left in
+these buckets? then count in those) one Lua script, so an authenticated request costs
+a single call to Redis. Which buckets apply to a caller is not decided
 here: a principal names its own limits (`Principal.request_limits`), and login names its
 buckets (`login_limits`).
 
@@ -69,6 +71,28 @@ class Decision:
 
 UNLIMITED = Decision(True, 0, 0, 0, "none", 0)
 
+# KEYS: the n checked keys, then the counted keys. ARGV: n, amount, the checked limits,
+# the counted keys' TTLs. Counts nothing when a checked bucket is exhausted.
+GATE_SCRIPT = """
+local n = tonumber(ARGV[1])
+local amount = tonumber(ARGV[2])
+local out = {0}
+for i = 1, n do
+  local v = tonumber(redis.call('GET', KEYS[i]) or '0')
+  out[i + 1] = v
+  if v >= tonumber(ARGV[2 + i]) then out[1] = 1 end
+end
+for i = n + 1, #KEYS do
+  if out[1] == 1 then
+    out[i + 1] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  else
+    out[i + 1] = redis.call('INCRBY', KEYS[i], amount)
+    redis.call('EXPIRE', KEYS[i], tonumber(ARGV[2 + i]))
+  end
+end
+return out
+"""
+
 
 def rate_limited(decision: Decision, message: str, *, code: str = "rate_limited", suffix: str = "") -> RateLimited:
     return RateLimited(message, decision.headers(suffix), code=code)
@@ -126,6 +150,7 @@ class RateLimiter:
         self.memory = MemoryCounters()
         self._clock = clock
         self._redis_down_until = 0.0
+        self._gate_script = redis.register_script(GATE_SCRIPT) if redis is not None else None
 
     # -- windows -----------------------------------------------------------------
 
@@ -149,6 +174,37 @@ class RateLimiter:
         keys, resets = self._keys(kind, limits, now)
         counts, backend = await self._run(self._redis_get(keys), lambda: self.memory.get(keys, now))
         return _decide(limits, counts, resets, backend, inclusive=False)
+
+    async def gate(
+        self, check_kind: str, checked: list[Limit], kind: str, limits: list[Limit], amount: int = 1
+    ) -> tuple[Decision, Decision]:
+        """`check(check_kind, checked)` then, only if that allows, `hit(kind, limits, amount)`, in one
+        round trip. Returns both decisions; when the first refuses, nothing was counted."""
+        now = self._clock()
+        check_keys, check_resets = self._keys(check_kind, checked, now)
+        keys, resets = self._keys(kind, limits, now)
+        n = len(check_keys)
+        ttls = [max(2 * lim.window_s, 1) for lim in limits]
+
+        async def redis_op() -> list[int]:
+            assert self._gate_script is not None
+            args = [n, amount, *(lim.limit for lim in checked), *ttls]
+            out = await self._gate_script(keys=[*check_keys, *keys], args=args)
+            return [int(v) for v in out]
+
+        def memory_op() -> list[int]:
+            seen = self.memory.get(check_keys, now)
+            blocked = any(c >= lim.limit for c, lim in zip(seen, checked, strict=True))
+            if blocked:
+                return [1, *seen, *self.memory.get(keys, now)]
+            return [0, *seen, *self.memory.incr(keys, amount, [now + r for r in resets], now)]
+
+        out, backend = await self._run(redis_op(), memory_op)
+        blocked, check_counts, counts = bool(out[0]), out[1 : 1 + n], out[1 + n :]
+        check = _decide(checked, check_counts, check_resets, backend, inclusive=False) if checked else UNLIMITED
+        if not limits:
+            return check, UNLIMITED
+        return check, _decide(limits, counts, resets, backend, inclusive=not blocked)
 
     async def add(self, kind: str, limits: list[Limit], amount: int) -> None:
         """Count usage measured after the fact; a negative amount gives back a reservation."""

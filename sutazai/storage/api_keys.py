@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from sutazai.auth.principal_cache import announce, key_tag
 from sutazai.auth.roles import Role
 from sutazai.storage.records import Record
 
@@ -116,7 +117,10 @@ class ApiKeyStore:
         row = await self.pool.fetchrow(
             f"UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 RETURNING {_COLUMNS}", key_id
         )
-        return ApiKey.from_row(row) if row else None
+        if row is None:
+            return None
+        await announce(self.pool, key_tag(key_id))  # replicas drop the key's cached principal now
+        return ApiKey.from_row(row)
 
     async def lookup(self, key_hash: str) -> KeyOwner | None:
         """Find a key by its hash, with its owner. Callers still check `unusable_reason` and `disabled`."""

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from sutazai.auth.principal_cache import announce, session_tag, user_tag
 from sutazai.storage.users import User
 
 
@@ -72,6 +73,26 @@ class RefreshTokenStore:
         one sees it used and is treated as reuse. A session older than `session_max_s`
         (from its login) is expired however often it was refreshed.
         """
+        rotation = await self._rotate(
+            old_jti=old_jti,
+            user_id=user_id,
+            new_jti=new_jti,
+            new_expires_at=new_expires_at,
+            session_max_s=session_max_s,
+        )
+        if rotation.outcome is Outcome.REUSED and rotation.family_id is not None:
+            await announce(self.pool, session_tag(rotation.family_id))
+        return rotation
+
+    async def _rotate(
+        self,
+        *,
+        old_jti: uuid.UUID,
+        user_id: uuid.UUID,
+        new_jti: uuid.UUID,
+        new_expires_at: int,
+        session_max_s: float,
+    ) -> Rotation:
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 "SELECT family_id, user_id, expires_at, used_at, revoked_at FROM refresh_tokens "
@@ -107,7 +128,7 @@ class RefreshTokenStore:
 
     async def revoke_family(self, family_id: uuid.UUID, *, user_id: uuid.UUID) -> int:
         """Logout: end one session of this user. Returns how many tokens were revoked."""
-        return _count(
+        revoked = _count(
             await self.pool.execute(
                 "UPDATE refresh_tokens SET revoked_at = now() "
                 "WHERE family_id = $1 AND user_id = $2 AND revoked_at IS NULL",
@@ -115,20 +136,25 @@ class RefreshTokenStore:
                 user_id,
             )
         )
+        await announce(self.pool, session_tag(family_id))
+        return revoked
 
     async def revoke_user(self, user_id: uuid.UUID) -> int:
         """End every session of a user (disabled, password reset)."""
-        return _count(
+        revoked = _count(
             await self.pool.execute(
                 "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL", user_id
             )
         )
+        await announce(self.pool, user_tag(user_id))
+        return revoked
 
     async def session_user(self, user_id: uuid.UUID, family_id: uuid.UUID) -> tuple[User | None, bool]:
         """The user behind an access token, and whether its session (family) was revoked.
 
-        One indexed query per authenticated request: role changes, disabling and
-        logout take effect at once on every replica. A session with no stored token
+        One indexed query per authentication a replica has not cached; role changes,
+        disabling and logout announce themselves (`principal_cache.announce`), so they
+        take effect at once on every replica. A session with no stored token
         left unrevoked (revoked, purged, or never recorded) counts as revoked.
         """
         row = await self.pool.fetchrow(

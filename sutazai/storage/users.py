@@ -7,6 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
+from sutazai.auth.principal_cache import announce, user_tag
 from sutazai.auth.roles import Role
 from sutazai.errors import LastAdmin, UsernameTaken
 from sutazai.storage.records import Record
@@ -70,6 +71,7 @@ class UserStore:
         await self.pool.execute(
             "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1", user_id, password_hash
         )
+        await announce(self.pool, user_tag(user_id))
 
     async def update(
         self,
@@ -84,6 +86,14 @@ class UserStore:
         Raises `LastAdmin` rather than demote or disable the last enabled admin, so
         the system can never be left without anyone able to manage it.
         """
+        changed = await self._update(user_id, role=role, disabled=disabled, password_hash=password_hash)
+        if changed is not None:  # after the commit: replicas drop the user's cached principals
+            await announce(self.pool, user_tag(user_id))
+        return changed
+
+    async def _update(
+        self, user_id: uuid.UUID, *, role: str | None, disabled: bool | None, password_hash: str | None
+    ) -> tuple[User, User] | None:
         async with self.pool.acquire() as conn, conn.transaction():
             # Lock every enabled admin so two concurrent demotions cannot both pass the check.
             admins = {

@@ -90,3 +90,41 @@ async def test_an_hourly_window_outlasts_the_minute():
     clock.now += 60  # a new minute, the same hour
     refused = await limiter.hit(REQUESTS, limits)
     assert not refused.allowed and refused.reset_s > 60
+
+
+async def test_gate_checks_then_counts_in_one_call_and_counts_nothing_when_refused():
+    from sutazai.auth.rate_limit import AUTH_FAILURES
+
+    async def run(limiter: RateLimiter) -> None:
+        failures, requests = [Limit("ip:x", 2)], [Limit("user:a", 5)]
+        check, decision = await limiter.gate(AUTH_FAILURES, failures, REQUESTS, requests)
+        assert check.allowed and check.remaining == 2 and decision.allowed and decision.remaining == 4
+        await limiter.hit(AUTH_FAILURES, failures, 2)
+        check, decision = await limiter.gate(AUTH_FAILURES, failures, REQUESTS, requests)
+        assert not check.allowed and check.headers()["Retry-After"]
+        assert (await limiter.check(REQUESTS, requests)).remaining == 4  # the refused request was not counted
+        await limiter.hit(AUTH_FAILURES, failures, -2)
+        for _ in range(4):
+            check, decision = await limiter.gate(AUTH_FAILURES, failures, REQUESTS, requests)
+        assert decision.allowed and decision.remaining == 0
+        _, decision = await limiter.gate(AUTH_FAILURES, failures, REQUESTS, requests)
+        assert not decision.allowed and decision.used == 6
+
+    await run(RateLimiter(None, clock=Clock(6000)))
+
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from tests.helpers import REDIS_URL
+
+    client = aioredis.from_url(REDIS_URL)
+    prefix = f"gatetest-{uuid.uuid4().hex[:8]}:"
+    try:
+        limiter = RateLimiter(client, prefix=prefix, clock=Clock(6000))
+        await run(limiter)
+        assert limiter.memory.get([f"{prefix}req:user:a:60:100"], 6000) == [0]  # all of it in Redis
+    finally:
+        async for key in client.scan_iter(match=f"{prefix}*"):
+            await client.delete(key)
+        await client.aclose()
