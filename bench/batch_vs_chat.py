@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,14 +37,42 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_app(concurrency: int) -> tuple[str, str, object]:
+def start_head(settings: object, env: dict[str, str]) -> str:
+    """`sutazai.cli.start_ray_head`'s head with 4 logical CPUs, as the tests have: on 2 cores
+    the model, the embedder and the ingress would not all be placed."""
+    from sutazai.cli import _ray_bin, ray_dir
+
+    port = settings.ray_port  # type: ignore[attr-defined]
+    cmd = [_ray_bin(), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "4"]
+    cmd += ["--temp-dir", str(ray_dir(settings)), "--dashboard-host", "127.0.0.1"]  # type: ignore[arg-type]
+    cmd += ["--dashboard-port", str(settings.dashboard_port), "--dashboard-agent-listen-port", "0"]  # type: ignore[attr-defined]
+    cmd += ["--ray-client-server-port", str(free_port()), "--disable-usage-stats"]
+    subprocess.run(cmd, check=True, env={**os.environ, **env}, start_new_session=True, capture_output=True)
+    return f"127.0.0.1:{port}"
+
+
+def start_app(concurrency: int) -> tuple[str, str, object, Path]:
+    from sutazai.cli import head_env
+    from sutazai.settings import Settings
+
+    data_dir = Path(tempfile.mkdtemp(prefix="sutazai-bench-"))
+    # A head from `ray start`, as `sutazai run` starts it: token auth (the job client must send
+    # the cluster token) and a dashboard agent on a free port (another cluster on this machine
+    # may hold Ray's default 52365, and without its agent the job server refuses submissions).
+    settings = Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        ray_port=free_port(),
+        dashboard_port=free_port(),
+        metrics_export_port=free_port(),
+    )
+    os.environ.update(head_env(settings))  # before Ray is imported: it reads RAY_AUTH_MODE then
     import ray
     from ray import serve
 
     from deployments.app import build_app
     from sutazai.embedded import start_missing
 
-    data_dir = Path(tempfile.mkdtemp(prefix="sutazai-bench-"))
     servers = start_missing(data_dir, os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL"))
     admin_password = secrets.token_urlsafe(16)
     unlimited = json.dumps({"admin": 10**9, "user": 10**9, "viewer": 10**9})
@@ -60,17 +89,22 @@ def start_app(concurrency: int) -> tuple[str, str, object]:
         "SUTAZAI_RATE_LIMIT_TOKENS_PER_MINUTE": unlimited,
         "SUTAZAI_BATCH_JOB_CONCURRENCY": str(concurrency),
     }
+    env |= head_env(settings)
     os.environ.update(env)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(
-        address="local",
-        num_cpus=4,
-        include_dashboard=True,
-        dashboard_port=free_port(),
-        logging_level="ERROR",
-        log_to_driver=False,
-        runtime_env={"env_vars": env},
-    )
+    address = start_head(settings, env)
+    try:
+        ray.init(
+            address=address,
+            _node_ip_address="127.0.0.1",  # the head listens on loopback only
+            logging_level="ERROR",
+            log_to_driver=False,
+            runtime_env={"env_vars": env},
+        )
+    except BaseException:
+        from sutazai.cli import ray_dir, stop_ray_head
+
+        stop_ray_head(ray_dir(settings))
+        raise
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"env": env}), name="sutazai", route_prefix="/")
@@ -81,7 +115,7 @@ def start_app(concurrency: int) -> tuple[str, str, object]:
         json={"username": env["SUTAZAI_ADMIN_USERNAME"], "password": admin_password},
     )
     r.raise_for_status()
-    return base_url, r.json()["access_token"], servers
+    return base_url, r.json()["access_token"], servers, data_dir
 
 
 def chats(client: httpx.Client, n: int, tag: str) -> list[float]:
@@ -105,9 +139,10 @@ def main() -> None:
     parser.add_argument("--batch-lines", type=int, default=60)
     parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args()
-    base_url, token, servers = start_app(args.concurrency)
+    base_url, token, servers, data_dir = start_app(args.concurrency)
     try:
         with httpx.Client(base_url=base_url, timeout=300, headers={"Authorization": f"Bearer {token}"}) as client:
+            print("app up", flush=True)
             chats(client, 2, "warm-up")
             idle = chats(client, args.chats, "idle")
             prompts = [f"Write a short story about a {i}-legged animal:" for i in range(args.batch_lines)]
@@ -120,8 +155,10 @@ def main() -> None:
             r.raise_for_status()
             job_id = r.json()["id"]
             submitted = time.perf_counter()
+            print("submitted", job_id, flush=True)
             while (job := client.get(f"/api/v1/jobs/{job_id}").json())["progress"]["done"] < 1:
                 assert job["status"] in ("PENDING", "RUNNING"), job
+                assert time.perf_counter() - submitted < 180, job
                 time.sleep(0.5)
             first_line_s = time.perf_counter() - submitted
             start_done, started = job["progress"]["done"], time.perf_counter()
@@ -138,8 +175,12 @@ def main() -> None:
         import ray
         from ray import serve
 
+        from sutazai.cli import ray_dir, stop_ray_head
+        from sutazai.settings import Settings
+
         serve.shutdown()
         ray.shutdown()
+        stop_ray_head(ray_dir(Settings(_env_file=None, data_dir=data_dir)))
         servers.stop()  # type: ignore[attr-defined]
 
 

@@ -42,6 +42,7 @@ os.environ.setdefault("RAY_DATA_DEFAULT_ASYNC_BATCH_UDF_MAX_CONCURRENCY", "1")
 SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "stop", "seed")
 METHOD = "generate_once"  # the model deployment's one-shot generator (deployments/cpu_model.py)
 MAX_ID_CHARS = 200
+LIGHT_CPUS = 0.05  # JSON in and out, and waiting on the model: the pipeline's own tasks and actor
 
 
 @dataclass
@@ -172,11 +173,18 @@ def _serve_processor(deployment: str, app_name: str, concurrency: int, timeout_s
         should_continue_on_error=True,
         request_timeout_s=timeout_s,
     )
-    return build_processor(
+    processor = build_processor(
         config,
         preprocess=lambda row: {"method": METHOD, "request_kwargs": json.loads(row["request"])},
         postprocess=lambda row: {"pos": row["pos"], "result": json.dumps(_serve_result(row))},
+        preprocess_map_kwargs={"num_cpus": LIGHT_CPUS},
+        postprocess_map_kwargs={"num_cpus": LIGHT_CPUS},
     )
+    # The stage actor only awaits the deployment: Ray Data's default (a whole CPU) would leave
+    # the job pending on a small head whose CPUs the model replicas already hold.
+    for stage in processor.stages.values():
+        stage.map_batches_kwargs["num_cpus"] = LIGHT_CPUS
+    return processor
 
 
 def _serve_result(row: dict[str, Any]) -> dict[str, Any]:
