@@ -137,7 +137,7 @@ class Server:
             self.server = uvicorn.Server(config)
             self.server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
             serving = asyncio.create_task(self.server.serve())
-            while not self.server.started:  # noqa: ASYNC110  # uvicorn offers no event for this
+            while not self.server.started:  # uvicorn offers no event for this
                 await asyncio.sleep(0.05)
             self.ready.set()
             await serving
