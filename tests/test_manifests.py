@@ -172,3 +172,27 @@ def test_image_takes_away_passwordless_sudo():
     users = re.findall(r"^USER (\S+)", dockerfile, flags=re.MULTILINE)
     assert users[-1] == "ray"
     assert "RUN ! sudo -n true" in dockerfile
+
+
+def test_rayservice_autoscales_a_cpu_and_a_gpu_worker_group():
+    cluster = _rayservice()["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+
+    def gpus(group: dict[str, Any]) -> int:
+        limits = [c["resources"]["limits"] for c in group["template"]["spec"]["containers"]]
+        return sum(int(limit.get("nvidia.com/gpu", 0)) for limit in limits)
+
+    assert {name for name, g in groups.items() if gpus(g) > 0} == {"gpu"}
+    assert {name for name, g in groups.items() if gpus(g) == 0} == {"cpu"}
+    for group in groups.values():
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        assert group["minReplicas"] < group["maxReplicas"]
+        assert group["rayStartParams"]["metrics-export-port"] == "8266"  # Prometheus finds every node
+
+
+def test_ray_up_lets_the_autoscaler_start_its_workers():
+    config = _ray_up()
+    assert config["max_workers"] == len(config["provider"]["worker_ips"]) > config["min_workers"]
+    (start,) = _ray_start_commands(config["head_start_ray_commands"])
+    assert _flag(start, "autoscaling-config")
