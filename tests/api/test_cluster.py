@@ -4,6 +4,9 @@ import time
 
 import httpx
 
+from sutazai.catalog import ModelCatalog
+from sutazai.settings import PROJECT_ROOT
+
 
 def _status(client: httpx.Client) -> dict:
     r = client.get("/api/v1/cluster/status")
@@ -53,8 +56,9 @@ def test_cluster_status_shows_the_model_deployments_autoscaling(api):
     apps = {a["name"]: a for a in _status(api)["applications"]}
     model = {d["name"]: d for d in apps["sutazai"]["deployments"]}["llm-gemma3-270m"]
     scaling = model["autoscaling"]
-    assert (scaling["min_replicas"], scaling["max_replicas"]) == (1, 2)  # models/gemma3-270m.yaml
-    assert scaling["target_ongoing_requests"] == 2
+    declared = ModelCatalog.load(PROJECT_ROOT / "models").specs["gemma3-270m"].autoscaling
+    assert (scaling["min_replicas"], scaling["max_replicas"]) == (declared.min_replicas, declared.max_replicas)
+    assert scaling["target_ongoing_requests"] == declared.target_ongoing_requests
     assert scaling["scaling"] in ("STABLE", "UPSCALING", "DOWNSCALING") and scaling["last_change"]
     assert isinstance(scaling["decisions"], list)
 
