@@ -26,6 +26,7 @@ VIEWER_WRITES = {
     ("POST", "/api/v1/auth/logout"),
     ("POST", "/api/v1/auth/keys"),
     ("DELETE", "/api/v1/auth/keys/{key_id}"),
+    ("POST", "/api/v1/documents/search"),  # a read that takes a body: a viewer searches their own documents
 }
 
 
