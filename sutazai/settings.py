@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     ray_port: int = 6390  # not 6379: that is Redis's port
+    # `sutazai run`'s own head: Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY, ~3x the req/s of
+    # Serve's Python proxy), bound to `host`. Off: Serve's default proxy.
+    haproxy: bool = True
     dashboard_port: int = 8265
     # Where job submission reaches the Ray dashboard (http://host:port); unset: the dashboard of
     # the cluster this process is connected to, else 127.0.0.1:dashboard_port.

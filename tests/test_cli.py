@@ -55,7 +55,9 @@ def _processes_naming(text: str) -> list[psutil.Process]:
 
 
 def _port_is_free(port: int) -> bool:
+    """Nothing listens on it (SO_REUSEADDR: connections HAProxy closed may sit in TIME_WAIT)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -1,0 +1,66 @@
+"""`sutazai run` serves HTTP through Serve's HAProxy ingress, bound where the settings say,
+SSE included; `sutazai stop` ends HAProxy too (it outlives the Ray head) and frees the port."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from sutazai import cli
+from sutazai.settings import Settings
+from tests.test_cli import Run, _assert_all_stopped
+
+
+@pytest.fixture
+def run() -> Iterator[Run]:
+    run = Run()
+    try:
+        yield run
+    finally:
+        run.cleanup()
+
+
+def _listening(processes) -> set[tuple[str, int]]:
+    return {
+        (c.laddr.ip, c.laddr.port) for p in processes for c in p.net_connections(kind="tcp") if c.status == "LISTEN"
+    }
+
+
+def test_haproxy_serves_the_run_on_its_host_and_port_and_stop_ends_it(run):
+    run.start()
+    run.wait_until_up()
+    folder = cli.haproxy_dir(Settings(_env_file=None, data_dir=run.data_dir))
+    haproxy = cli.haproxy_processes(folder)
+    assert haproxy, run.tail()
+    assert ("127.0.0.1", run.port) in _listening(haproxy)
+    assert list(folder.glob("*/haproxy.cfg"))
+
+    url = f"http://127.0.0.1:{run.port}"
+    password = (run.data_dir / "admin_password").read_text().strip()
+    token = httpx.post(f"{url}/api/v1/auth/login", json={"username": "admin", "password": password}).json()
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    started = time.perf_counter()
+    events = []
+    with httpx.stream(
+        "POST",
+        f"{url}/api/v1/chat/stream",
+        headers=headers,
+        json={"message": "Say hi", "max_tokens": 8, "temperature": 0},
+        timeout=120,
+    ) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                events.append((time.perf_counter() - started, line))
+    assert len(events) >= 2, events  # SSE passes through HAProxy event by event
+
+    processes = run.its_processes()
+    stop = run.sutazai("stop")
+
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    _assert_all_stopped(run, processes + haproxy)
+    assert not cli.haproxy_processes(folder)
