@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from ray import serve
 
 from sutazai.catalog import ModelSpec
+from sutazai.engines.llama_batch import LlamaBatchEngine
 from sutazai.engines.llama_cpp import LlamaCppEngine
 from sutazai.engines.model_files import resolve_model_path
 from sutazai.schemas.engine import (
@@ -36,8 +37,16 @@ class CPUModelServer:
         self.spec = ModelSpec.model_validate(spec)
         started = time.perf_counter()
         path = resolve_model_path(self.spec, get_settings().data_dir)
-        self.engine = LlamaCppEngine(self.spec, path)
-        logger.info("model %s loaded from %s in %.2fs", self.spec.name, path, time.perf_counter() - started)
+        # The model file picks the engine (`cpu.engine`); both answer the same methods.
+        engine = LlamaBatchEngine if self.spec.cpu.engine == "batched" else LlamaCppEngine
+        self.engine = engine(self.spec, path)
+        logger.info(
+            "model %s (%s engine) loaded from %s in %.2fs",
+            self.spec.name,
+            self.spec.cpu.engine,
+            path,
+            time.perf_counter() - started,
+        )
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         return await self.engine.generate(request)

@@ -35,9 +35,16 @@ class SamplingDefaults(_Strict):
     max_tokens: int = Field(default=128, ge=1)
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    top_k: int = Field(default=40, ge=0)  # the model's recommended top-k; 0 = the whole vocabulary
+    min_p: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class CPUOptions(_Strict):
+    # `batched`: one llama.cpp context decoding up to `max_sequences` sequences per step
+    # (continuous batching, `threads` threads); `slots`: `slots` contexts of `threads_per_slot`.
+    engine: Literal["batched", "slots"] = "slots"
+    max_sequences: int = Field(default=8, ge=1, le=256)
+    threads: int | None = Field(default=None, ge=1)  # None: the replica's CPUs (resources.num_cpus)
     slots: int = Field(default=1, ge=1, le=64)
     threads_per_slot: int = Field(default=1, ge=1)
     batch_size: int = Field(default=256, ge=8)

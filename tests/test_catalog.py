@@ -116,3 +116,16 @@ def test_disabled_embedding_files_are_loaded_only_on_request(tmp_path: Path):
 def test_a_tokenizer_needs_exactly_one_of_path_or_package():
     with pytest.raises(ValueError):
         TokenizerSource.model_validate({"path": "/t", "package": "p"})
+
+
+def test_cpu_model_files_choose_their_engine_and_declare_their_sampling():
+    spec = ModelCatalog.load(MODELS).get("gemma3-270m")
+    assert (spec.sampling.top_k, spec.sampling.min_p) == (64, 0.0)
+    assert spec.cpu.engine in ("batched", "slots") and spec.cpu.max_sequences >= 1
+    base = {"name": "x", "engine": "cpu", "source": {"path": "/a"}}
+    plain = ModelSpec.model_validate(base)
+    assert (plain.cpu.engine, plain.cpu.threads) == ("slots", None)
+    batched = ModelSpec.model_validate(base | {"cpu": {"engine": "batched", "max_sequences": 4, "threads": 2}})
+    assert (batched.cpu.engine, batched.cpu.max_sequences, batched.cpu.threads) == ("batched", 4, 2)
+    with pytest.raises(ValueError):
+        ModelSpec.model_validate(base | {"cpu": {"engine": "turbo"}})

@@ -1,0 +1,437 @@
+"""CPU engine: llama.cpp with continuous batching (one context, many sequences).
+
+One llama.cpp context per replica holds up to `cpu.max_sequences` sequences, each with
+its own KV cache stream of `context_length` cells (n_ctx = sequences x context). A
+scheduler task owns the context: between two decode steps it frees the sequences that
+ended or were abandoned, admits queued requests into free sequence ids, and builds ONE
+`llama_batch` with the next token of every running sequence plus prompt chunks of the
+new ones (within `n_batch`); the blocking `llama_decode` and the sampling run in one
+worker thread (ctypes drops the GIL), so the event loop stays free to tokenize and stream.
+Each sequence samples with llama.cpp's native sampler chain (grammar for a json_schema,
+top-k, top-p, min-p, temperature, dist(seed)), from its own output row of the batch.
+
+Prompt preparation (chat templating, history cutting, context check), the grammar cache
+and stop-string hold-back are the slots engine's (`LlamaCppEngine`): this class inherits
+them, so both engines render, cut and count the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import logging
+import math
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp import _internals, _logger
+
+from sutazai import metrics
+from sutazai.catalog import ModelSpec
+from sutazai.engines.llama_cpp import LlamaCppEngine, _held_back
+from sutazai.engines.prompts import ChatTemplate
+from sutazai.schemas.engine import EngineError, GenerationChunk, GenerationRequest, Usage
+
+logger = logging.getLogger("sutazai.engine.llama_batch")
+
+_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
+
+
+class _Vocab:
+    """What the inherited prompt code needs from a `Llama` (tokenize, detokenize, metadata,
+    BOS/EOS), served by the model alone: no second context."""
+
+    def __init__(self, model: _internals.LlamaModel) -> None:
+        self._model = model
+        self.metadata = model.metadata()
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        return self._model.tokenize(text, add_bos, special)
+
+    def detokenize(self, tokens: list[int], special: bool = False) -> bytes:
+        return self._model.detokenize(tokens, special=special)
+
+    def token_bos(self) -> int:
+        return self._model.token_bos()
+
+    def token_eos(self) -> int:
+        return self._model.token_eos()
+
+
+class _Sequence:
+    """One request's life in the batch: prompt feeding, sampling state, text hold-back."""
+
+    def __init__(
+        self,
+        request: GenerationRequest,
+        prompt: list[int],
+        max_tokens: int,
+        stops: list[str],
+        grammar: llama_cpp.LlamaGrammar | None,
+    ) -> None:
+        self.request = request
+        self.prompt = prompt
+        self.max_tokens = max_tokens
+        self.stops = stops
+        self.grammar = grammar
+        self.chat = request.messages is not None
+        self.out: asyncio.Queue[Any] = asyncio.Queue()
+        self.seq_id = -1
+        self.sampler: Any = None
+        self.fed = 0  # prompt tokens decoded so far
+        self.pos = 0  # next KV position
+        self.next_token: int | None = None  # sampled, to be decoded in the next step
+        self.count = 0  # completion tokens
+        self.held = ""
+        self.started = not self.chat  # a chat answer starts at its first non-blank character
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.cancelled = False
+        self.done = False
+
+
+class LlamaBatchEngine(LlamaCppEngine):
+    """Same methods as `LlamaCppEngine` (stream, generate, tokenize, prepare, slots, free_slots,
+    close); `slots` is the number of sequences decoded together."""
+
+    def __init__(self, spec: ModelSpec, model_path: Path, *, batch_invariant: bool = True) -> None:
+        """`batch_invariant` keeps llama.cpp's repacked CPU kernels off: with them, a step of 4+
+        sequences runs a GEMM that quantizes activations differently from the 1-sequence GEMV, so a
+        sequence's logits (hence its sampled text for a seed) would depend on what else is in the
+        batch. Without them the same request gives the same tokens alone or batched."""
+        # no super().__init__: it would build the slot contexts; the prompt methods need only what is set here
+        self.spec = spec
+        opts = spec.cpu
+        self.n_ctx = spec.context_length  # per sequence, as in the slots engine
+        self.max_sequences = min(opts.max_sequences, llama_cpp.llama_max_parallel_sequences())
+        self.threads = opts.threads or max(1, math.ceil(spec.resources.num_cpus))
+        sampling = spec.sampling
+        self.top_k, self.min_p = sampling.top_k, sampling.min_p
+        _logger.set_verbose(False)
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.use_extra_bufts = not batch_invariant
+        self._model = _internals.LlamaModel(path_model=str(model_path), params=model_params, verbose=False)
+        self.n_batch = max(opts.batch_size, self.max_sequences)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.n_ctx * self.max_sequences
+        params.n_batch = params.n_ubatch = self.n_batch
+        params.n_seq_max = self.max_sequences
+        params.n_threads = params.n_threads_batch = self.threads
+        params.kv_unified = False  # one KV stream per sequence: attention reads only its own cells
+        params.no_perf = True
+        self._context = _internals.LlamaContext(model=self._model, params=params, verbose=False)
+        self._ctx = self._context.ctx
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._vocab = self._model.vocab
+        self._vocab_owner = _Vocab(self._model)  # type: ignore[assignment]
+        template = spec.chat_template or self._vocab_owner.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError(f"model {spec.name} has no chat template: set `chat_template` in its model file")
+        self.template = ChatTemplate(
+            template,
+            bos_token=self._piece(self._vocab_owner.token_bos()),
+            eos_token=self._piece(self._vocab_owner.token_eos()),
+        )
+        self.chat_stop = list(spec.chat_stop)
+        self._special_template = self._template_uses_special_tokens()
+        self._grammars = {}
+        self._grammar_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-batch-{spec.name}")
+        self._free_ids = list(range(self.max_sequences - 1, -1, -1))
+        self._queue: deque[_Sequence] = deque()
+        self._running: list[_Sequence] = []
+        self._task: asyncio.Task[None] | None = None
+        self._task_loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stepping = False
+        self._closed = False
+
+    # -- what the deployment and the status pages read ------------------------------------
+
+    @property
+    def slots(self) -> int:
+        return self.max_sequences
+
+    @property
+    def free_slots(self) -> int:
+        return self.max_sequences - len(self._running)
+
+    @property
+    def active(self) -> int:
+        """Sequences holding a sequence id (decoding or feeding their prompt)."""
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def _record_load(self) -> None:
+        model = self.spec.name
+        metrics.REQUESTS_RUNNING.record(len(self._running), model=model)
+        metrics.REQUESTS_WAITING.record(len(self._queue), model=model)
+
+    # -- sampling ---------------------------------------------------------------------------
+
+    def _make_sampler(self, seq: _Sequence) -> Any:
+        request = seq.request
+        params = llama_cpp.llama_sampler_chain_default_params()
+        params.no_perf = True
+        chain = llama_cpp.llama_sampler_chain_init(params)
+
+        def add(sampler: Any) -> None:
+            llama_cpp.llama_sampler_chain_add(chain, sampler)
+
+        if seq.grammar is not None:
+            grammar = llama_cpp.llama_sampler_init_grammar(
+                self._vocab, seq.grammar._grammar.encode("utf-8"), seq.grammar._root.encode("utf-8")
+            )
+            if not grammar:
+                llama_cpp.llama_sampler_free(chain)
+                raise EngineError("invalid_schema", "the JSON schema's grammar was refused by llama.cpp")
+            add(grammar)
+        if request.temperature <= 0.0:
+            add(llama_cpp.llama_sampler_init_greedy())
+            return chain
+        if self.top_k > 0:
+            add(llama_cpp.llama_sampler_init_top_k(self.top_k))
+        if request.top_p < 1.0:
+            add(llama_cpp.llama_sampler_init_top_p(request.top_p, 1))
+        if self.min_p > 0.0:
+            add(llama_cpp.llama_sampler_init_min_p(self.min_p, 1))
+        add(llama_cpp.llama_sampler_init_temp(request.temperature))
+        seed = request.seed if request.seed is not None else random.getrandbits(31)
+        seed &= 0xFFFFFFFF
+        add(llama_cpp.llama_sampler_init_dist(seed if seed != _DEFAULT_SEED else seed - 1))
+        return chain
+
+    # -- the scheduler ------------------------------------------------------------------------
+
+    def _ensure_scheduler(self) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task_loop is not loop:
+            self._wake = asyncio.Event()
+            self._task_loop = loop
+            self._task = loop.create_task(self._schedule(), name=f"llama-batch-{self.spec.name}")
+        assert self._wake is not None
+        return self._wake
+
+    def _release(self, seq: _Sequence) -> None:
+        """Frees a running sequence's KV cells, id and sampler (only between decode steps)."""
+        if seq.seq_id >= 0:
+            llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
+            self._free_ids.append(seq.seq_id)
+            seq.seq_id = -1
+        if seq.sampler is not None:
+            llama_cpp.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+        with contextlib.suppress(ValueError):
+            self._running.remove(seq)
+
+    def _end(self, seq: _Sequence, finish: str, *, flush: bool = True) -> None:
+        if seq.done:
+            return
+        seq.done = True
+        if flush and finish != "cancelled":
+            held = seq.held + seq.utf8.decode(b"", final=True)
+            if seq.chat:
+                held = held.rstrip()
+            if held:
+                seq.out.put_nowait(held)
+        seq.held = ""
+        seq.out.put_nowait((finish, seq.count))
+        self._release(seq)
+
+    def _fail(self, seq: _Sequence, exc: BaseException) -> None:
+        if not seq.done:
+            seq.done = True
+            seq.out.put_nowait(exc)
+        self._release(seq)
+
+    def _admit(self) -> None:
+        while self._queue and self._free_ids:
+            seq = self._queue.popleft()
+            if seq.cancelled:
+                seq.done = True
+                continue
+            try:
+                seq.sampler = self._make_sampler(seq)
+            except EngineError as exc:
+                self._fail(seq, exc)
+                continue
+            seq.seq_id = self._free_ids.pop()
+            llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
+            self._running.append(seq)
+
+    def _compose(self) -> tuple[int, list[tuple[_Sequence, int]]]:
+        """Fills the batch: one token of every decoding sequence, then prompt chunks of the
+        feeding ones in arrival order, up to n_batch. Returns (n_tokens, [(seq, output row)])."""
+        batch = self._batch
+        n = 0
+        outputs: list[tuple[_Sequence, int]] = []
+
+        def put(token: int, pos: int, seq_id: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = pos
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq_id
+            batch.logits[n] = logits
+            n += 1
+
+        for seq in self._running:
+            if seq.next_token is not None:
+                put(seq.next_token, seq.pos, seq.seq_id, True)
+                outputs.append((seq, n - 1))
+                seq.pos += 1
+                seq.next_token = None
+        for seq in self._running:
+            left = len(seq.prompt) - seq.fed
+            if left <= 0:
+                continue
+            take = min(left, self.n_batch - n)
+            if take <= 0:
+                break
+            for j in range(seq.fed, seq.fed + take):
+                put(seq.prompt[j], j, seq.seq_id, j == len(seq.prompt) - 1)
+            seq.fed += take
+            seq.pos = seq.fed
+            if seq.fed == len(seq.prompt):
+                outputs.append((seq, n - 1))
+        batch.n_tokens = n
+        return n, outputs
+
+    def _step(self, outputs: list[tuple[Any, int]]) -> list[int]:
+        """Worker thread: one llama_decode over the batch, then one sample per output row."""
+        rc = llama_cpp.llama_decode(self._ctx, self._batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        return [llama_cpp.llama_sampler_sample(sampler, self._ctx, row) for sampler, row in outputs]
+
+    def _advance(self, seq: _Sequence, token: int) -> None:
+        """A sampled token: end of generation, text (stop strings held back), or the next step's input."""
+        if seq.cancelled:
+            self._end(seq, "cancelled")
+            return
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            self._end(seq, "stop")
+            return
+        seq.count += 1
+        seq.held += seq.utf8.decode(self._vocab_owner.detokenize([token]))
+        if not seq.started:
+            seq.held = seq.held.lstrip()
+            seq.started = bool(seq.held)
+        hits = [i for i in (seq.held.find(s) for s in seq.stops) if i >= 0]
+        if hits:
+            if min(hits) > 0:
+                seq.out.put_nowait(seq.held[: min(hits)])
+            self._end(seq, "stop", flush=False)
+            return
+        safe = len(seq.held) - _held_back(seq.held, seq.stops)
+        if safe > 0:
+            seq.out.put_nowait(seq.held[:safe])
+            seq.held = seq.held[safe:]
+        if seq.count >= seq.max_tokens:
+            self._end(seq, "length")
+            return
+        seq.next_token = token
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        wake = self._wake
+        assert wake is not None
+        try:
+            while not self._closed:
+                for seq in [s for s in self._running if s.cancelled]:
+                    self._end(seq, "cancelled")
+                self._admit()
+                self._record_load()
+                if not self._running:
+                    wake.clear()
+                    if not self._queue:
+                        await wake.wait()
+                    continue
+                n, outputs = self._compose()
+                if n == 0:  # cannot happen while something runs; never spin
+                    await asyncio.sleep(0)
+                    continue
+                self._stepping = True
+                try:
+                    tokens = await loop.run_in_executor(
+                        self._executor, self._step, [(seq.sampler, row) for seq, row in outputs]
+                    )
+                except RuntimeError as exc:
+                    logger.error("decode step failed: %s", exc)
+                    for seq in list(self._running):
+                        self._fail(seq, exc)
+                    continue
+                finally:
+                    self._stepping = False
+                for (seq, _), token in zip(outputs, tokens, strict=True):
+                    self._advance(seq, token)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else RuntimeError("the engine stopped")
+            for seq in list(self._running) + list(self._queue):
+                self._fail(seq, error)
+            self._queue.clear()
+            raise
+
+    # -- the protocol -------------------------------------------------------------------------
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """Yields text chunks as they decode, then a final chunk with finish_reason and usage."""
+        if self._closed:
+            raise RuntimeError("the engine is closed")
+        arrived = time.perf_counter()
+        prompt, max_tokens, stops = await asyncio.to_thread(self.prepare, request)
+        grammar = await asyncio.to_thread(self.grammar, request.json_schema) if request.json_schema else None
+        seq = _Sequence(request, prompt, max_tokens, stops, grammar)
+        wake = self._ensure_scheduler()
+        self._queue.append(seq)
+        self._record_load()
+        wake.set()
+        model, last = self.spec.name, None
+        try:
+            while True:
+                item = await seq.out.get()
+                if isinstance(item, str):
+                    now = time.perf_counter()
+                    if last is None:
+                        metrics.TIME_TO_FIRST_TOKEN.record(now - arrived, model=model)
+                    else:
+                        metrics.INTER_TOKEN_LATENCY.record(now - last, model=model)
+                    last = now
+                    yield GenerationChunk(text=item)
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    finish, completion_tokens = item
+                    metrics.PROMPT_TOKENS.record(len(prompt), model=model)
+                    metrics.GENERATION_TOKENS.record(completion_tokens, model=model)
+                    yield GenerationChunk(
+                        finish_reason=finish,
+                        usage=Usage(prompt_tokens=len(prompt), completion_tokens=completion_tokens),
+                    )
+                    return
+        finally:
+            if not seq.done:  # abandoned or cancelled: freed before the next step
+                seq.cancelled = True
+                wake.set()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._wake is not None and self._task_loop is not None and not self._task_loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._task_loop.call_soon_threadsafe(self._wake.set)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if not self._stepping and self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None

@@ -1,0 +1,126 @@
+"""The batched CPU engine (continuous batching on one llama.cpp context) on the real GGUF."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import llama_cpp
+import pytest
+
+from sutazai.catalog import CPUOptions, ModelCatalog, ModelSource
+from sutazai.engines.llama_batch import LlamaBatchEngine
+from sutazai.engines.model_files import resolve_model_path
+from sutazai.schemas.engine import ChatMessage, EngineError, GenerationRequest
+from sutazai.settings import PROJECT_ROOT
+
+PROMPTS = ["Once upon a time", "The history of the city", "Here is a recipe for bread:", "In the year 2050,"]
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    spec = ModelCatalog.load(PROJECT_ROOT / "models").get("gemma3-270m")
+    gguf: Path = resolve_model_path(spec, tmp_path_factory.mktemp("models"))
+    cpu = CPUOptions(engine="batched", max_sequences=4, threads=1)
+    engine = LlamaBatchEngine(spec.model_copy(update={"source": ModelSource(path=str(gguf)), "cpu": cpu}), gguf)
+    yield engine
+    engine.close()
+
+
+def req(prompt: str = PROMPTS[0], **kw) -> GenerationRequest:
+    return GenerationRequest(**(dict(prompt=prompt, max_tokens=24, temperature=0.7, top_p=0.95, seed=7) | kw))
+
+
+async def streamed(engine, request):
+    texts, final = [], None
+    async for chunk in engine.stream(request):
+        if chunk.usage is not None:
+            final = chunk
+        else:
+            texts.append(chunk.text)
+    return "".join(texts), final
+
+
+async def idle(engine):
+    for _ in range(200):
+        if engine.active == 0 and engine.waiting == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"engine still holds {engine.active} sequences")
+
+
+async def test_a_batched_run_equals_a_run_alone_for_the_same_seed(engine):
+    for settings in (dict(temperature=0.7, seed=11), dict(temperature=0.0, seed=None)):
+        together = await asyncio.gather(*(engine.generate(req(p, **settings)) for p in PROMPTS))
+        alone = [await engine.generate(req(p, **settings)) for p in (PROMPTS[0], PROMPTS[2])]
+        assert [r.text for r in alone] == [together[0].text, together[2].text]
+        assert all(r.text for r in together)
+
+
+async def test_stop_strings_never_reach_the_stream(engine):
+    free, _ = await streamed(engine, req(max_tokens=48))
+    words = free.split()
+    assert len(words) >= 4, free
+    stop = " " + words[3]  # occurs in the free text: the stopped run must end just before it
+    text, final = await streamed(engine, req(max_tokens=48, stop=[stop, "zzz-never"]))
+    assert text == free[: free.index(stop)]
+    assert stop not in text and final.finish_reason == "stop"
+
+
+async def test_usage_counts_every_token_streamed(engine, monkeypatch):
+    tokens: list[int] = []
+    advance = engine._advance
+
+    def spy(seq, token):
+        if seq.request.request_id == "counted":
+            tokens.append(token)
+        advance(seq, token)
+
+    monkeypatch.setattr(engine, "_advance", spy)
+    text, final = await streamed(engine, req(max_tokens=40, request_id="counted"))
+    produced = [t for t in tokens if not llama_cpp.llama_vocab_is_eog(engine._vocab, t)]
+    assert final.usage.completion_tokens == len(produced)
+    assert final.usage.prompt_tokens == len(engine.tokenize(PROMPTS[0]))
+    assert text == engine._vocab_owner.detokenize(produced).decode("utf-8", errors="replace")
+
+
+async def test_a_json_schema_request_returns_json_valid_for_the_schema(engine):
+    schema = {
+        "type": "object",
+        "properties": {"tool": {"type": "string", "enum": ["get_time", "get_weather"]}, "city": {"type": "string"}},
+        "required": ["tool", "city"],
+    }
+    request = GenerationRequest(
+        messages=[ChatMessage(role="user", content="What is the weather in Paris?")],
+        max_tokens=64,
+        temperature=0.0,
+        top_p=1.0,
+        json_schema=schema,
+    )
+    result = await engine.generate(request)
+    value = json.loads(result.text)
+    assert value["tool"] in ("get_time", "get_weather") and isinstance(value["city"], str)
+    assert result.finish_reason == "stop"
+
+
+async def test_a_cancelled_stream_frees_its_sequence(engine):
+    streams = [engine.stream(req(p, max_tokens=200)) for p in PROMPTS]
+    for stream in streams:
+        await anext(stream)  # every sequence is running
+    assert engine.active == len(PROMPTS)
+    for stream in streams:
+        await stream.aclose()
+    await idle(engine)
+    after = await asyncio.gather(*(engine.generate(req(p, max_tokens=8)) for p in PROMPTS))
+    assert all(r.usage.completion_tokens >= 1 for r in after)
+    await idle(engine)
+
+
+async def test_a_prompt_longer_than_the_context_is_refused(engine):
+    with pytest.raises(EngineError) as info:
+        await engine.generate(req("word " * (engine.n_ctx + 10)))
+    assert info.value.code == "context_length_exceeded"
+
+
+async def test_max_tokens_is_honoured(engine):
+    result = await engine.generate(req(max_tokens=5))
+    assert result.usage.completion_tokens == 5 and result.finish_reason == "length"
