@@ -147,11 +147,15 @@ async def main() -> None:
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2, help="batched engine threads (slots: 2 x 1 as deployed)")
+    parser.add_argument("--threads", type=int, help="batched engine threads (default: the model file's)")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--llama-server", help="path of a llama-server binary to measure as the peer")
-    parser.add_argument("--engines", default="slots,batched")
+    parser.add_argument(
+        "--engines",
+        default="slots,batched,batched-repack",
+        help="batched-repack: llama.cpp's repacked kernels on (faster GEMM, output depends on the batch)",
+    )
     args = parser.parse_args()
 
     from sutazai.engines.llama_batch import LlamaBatchEngine
@@ -161,18 +165,18 @@ async def main() -> None:
     assert base is not None, f"no model {args.model}"
     gguf = resolve_model_path(base, Path(tempfile.gettempdir()) / "sutazai-bench")
     cpu = base.cpu.model_dump()
+    slots = base.model_copy(update={"cpu": CPUOptions(**cpu | {"engine": "slots"})})
+    batched = base.model_copy(
+        update={
+            "cpu": CPUOptions(
+                **cpu | {"engine": "batched", "threads": args.threads or cpu["threads"], "max_sequences": args.streams}
+            )
+        }
+    )
     builds = {
-        "slots": lambda: LlamaCppEngine(base.model_copy(update={"cpu": CPUOptions(**cpu | {"engine": "slots"})}), gguf),
-        "batched": lambda: LlamaBatchEngine(
-            base.model_copy(
-                update={
-                    "cpu": CPUOptions(
-                        **cpu | {"engine": "batched", "threads": args.threads, "max_sequences": args.streams}
-                    )
-                }
-            ),
-            gguf,
-        ),
+        "slots": lambda: LlamaCppEngine(slots, gguf),
+        "batched": lambda: LlamaBatchEngine(batched, gguf),
+        "batched-repack": lambda: LlamaBatchEngine(batched, gguf, batch_invariant=False),
     }
     table: dict[str, dict[str, float]] = {}
     for name in args.engines.split(","):
@@ -189,7 +193,8 @@ async def main() -> None:
     columns = list(next(iter(table.values())))
     print(
         f"\n{args.model}, {args.tokens} tokens, temperature {args.temperature}, top_p {args.top_p}, "
-        f"top_k {base.sampling.top_k} (slots: 0)"
+        f"top_k {base.sampling.top_k} (slots: 0); slots {base.cpu.slots} x {base.cpu.threads_per_slot} thread, "
+        f"batched {batched.cpu.threads or base.resources.num_cpus} thread(s), {args.streams} sequences"
     )
     print("| engine | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
