@@ -35,6 +35,7 @@ import importlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -147,6 +148,8 @@ def stop_haproxy(folder: Path) -> int:
 
     processes = haproxy_processes(folder)
     stop_processes(processes, signal.SIGTERM, STOP_GRACE_S)
+    if not haproxy_processes(folder):
+        shutil.rmtree(folder, ignore_errors=True)  # its config, sockets and logs
     return len(processes)
 
 

@@ -63,4 +63,4 @@ def test_haproxy_serves_the_run_on_its_host_and_port_and_stop_ends_it(run):
 
     assert stop.returncode == 0, stop.stdout + stop.stderr
     _assert_all_stopped(run, processes + haproxy)
-    assert not cli.haproxy_processes(folder)
+    assert not cli.haproxy_processes(folder) and not folder.exists()

@@ -1,0 +1,63 @@
+"""Overload stays fast: flooding the real default model deployment (as the app builder
+sizes it: `max_ongoing_requests` + `max_queued_requests` per replica) gets the excess a
+503 with Retry-After in milliseconds, not a long wait; the accepted requests still finish.
+
+tests/test_inference.py shows the 503 on a deliberately tiny second deployment; this one
+floods the deployment the session app really runs, with more concurrent requests than it
+can hold at its largest (every replica it may scale to, full), and times the refusals.
+The app is built in this process (`app_in_process`) with no per-user concurrency cap, so
+the model's own back-pressure, not the rate limiter, is what answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from sutazai.catalog import ModelCatalog
+from tests.conftest import app_in_process
+
+
+async def test_a_flood_beyond_the_models_queue_is_refused_in_milliseconds(serve_app, replica_settings, user_headers):
+    settings = replica_settings(cache_enabled=False, max_concurrent_model_requests=10_000)
+    catalog = ModelCatalog.load(settings.models_dir)
+    spec = catalog.get(settings.default_model or catalog.names()[0])
+    capacity = (spec.deployment.max_ongoing_requests + spec.deployment.max_queued_requests) * max(
+        spec.autoscaling.max_replicas, 1
+    )
+    flood = capacity + 24
+    payload = {"prompt": "Once upon a time", "max_tokens": 4, "seed": 1, "model": spec.name}
+
+    async with (
+        app_in_process(settings, catalog) as app,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://app", timeout=300, headers=user_headers
+        ) as client,
+    ):
+
+        async def timed() -> tuple[httpx.Response, float]:
+            started = time.perf_counter()
+            response = await client.post("/api/v1/generate", json=payload)
+            return response, time.perf_counter() - started
+
+        answers = await asyncio.gather(*(timed() for _ in range(flood)))
+
+    statuses = [r.status_code for r, _ in answers]
+    refused = [(r, took) for r, took in answers if r.status_code == 503]
+    assert set(statuses) <= {200, 503}, statuses
+    assert 200 in statuses and refused, f"capacity {capacity}, flood {flood}: {sorted(statuses)}"
+    for response, _ in refused:
+        assert response.headers["retry-after"].isdigit()
+        assert response.json()["error"]["code"] == "unavailable"
+    fastest_refusals = sorted(took for _, took in refused)[: max(1, len(refused) // 2)]
+    slowest_ok = max(took for r, took in answers if r.status_code == 200)
+    print(
+        f"capacity {capacity}, flood {flood}: {statuses.count(200)} x 200, {len(refused)} x 503; "
+        f"median refusal {fastest_refusals[-1] * 1000:.0f} ms, slowest 200 {slowest_ok * 1000:.0f} ms"
+    )
+    # The refusals do not wait for the model: half of them come back within a second (on two
+    # busy cores, with the flood's own requests queued in the same event loop), long before
+    # the accepted requests are through.
+    assert fastest_refusals[-1] < 1.0, fastest_refusals
+    assert fastest_refusals[-1] < slowest_ok, (fastest_refusals, slowest_ok)
