@@ -153,8 +153,9 @@ async def main() -> None:
     parser.add_argument("--llama-server", help="path of a llama-server binary to measure as the peer")
     parser.add_argument(
         "--engines",
-        default="slots,batched,batched-repack",
-        help="batched-repack: llama.cpp's repacked kernels on (faster GEMM, output depends on the batch)",
+        default="slots,batched,batched-mixed",
+        help="batched-mixed: one KV buffer, prompts in the token batch (kv_unified, llama-server's way); "
+        "batched-repack: llama.cpp's repacked kernels on (both: a seed's text depends on the batch)",
     )
     args = parser.parse_args()
 
@@ -176,6 +177,7 @@ async def main() -> None:
     builds = {
         "slots": lambda: LlamaCppEngine(slots, gguf),
         "batched": lambda: LlamaBatchEngine(batched, gguf),
+        "batched-mixed": lambda: LlamaBatchEngine(batched, gguf, kv_unified=True),
         "batched-repack": lambda: LlamaBatchEngine(batched, gguf, batch_invariant=False),
     }
     table: dict[str, dict[str, float]] = {}

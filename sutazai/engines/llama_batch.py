@@ -1,14 +1,17 @@
 """CPU engine: llama.cpp with continuous batching (one context, many sequences).
 
-One llama.cpp context per replica holds up to `cpu.max_sequences` sequences, each with
-its own KV cache stream of `context_length` cells (n_ctx = sequences x context). A
-scheduler task owns the context: between two decode steps it frees the sequences that
-ended or were abandoned, admits queued requests into free sequence ids, and builds ONE
-`llama_batch` with the next token of every running sequence plus prompt chunks of the
-new ones (within `n_batch`); the blocking `llama_decode` and the sampling run in one
-worker thread (ctypes drops the GIL), so the event loop stays free to tokenize and stream.
-Each sequence samples with llama.cpp's native sampler chain (grammar for a json_schema,
-top-k, top-p, min-p, temperature, dist(seed)), from its own output row of the batch.
+One llama.cpp context per replica holds up to `cpu.max_sequences` sequences, each in its
+own KV stream of `context_length` cells (n_ctx = sequences x context). A scheduler task owns
+the context: between two decode steps it frees the sequences that ended or were abandoned,
+admits queued requests into free sequence ids, and decodes the next token of EVERY running
+sequence in one `llama_batch` (one llama_decode, one output row per sequence); a new
+sequence's prompt is fed in chunks of n_batch in the same step, in a llama_decode of its own
+(mixed into the token batch, llama.cpp would cut it into other pieces and the sequence's
+numbers, hence its text for a seed, would depend on its company; `kv_unified=True` mixes
+them in one batch, one KV buffer, as llama-server does). The blocking decodes and the
+sampling run in one worker thread (ctypes drops the GIL), so the event loop stays free to
+tokenize and stream. Each sequence samples with llama.cpp's native sampler chain (grammar
+for a json_schema, top-k, top-p, min-p, temperature, dist(seed)) from its own output row.
 
 Prompt preparation (chat templating, history cutting, context check), the grammar cache
 and stop-string hold-back are the slots engine's (`LlamaCppEngine`): this class inherits
@@ -97,15 +100,41 @@ class _Sequence:
         self.done = False
 
 
+class _Call:
+    """One llama_decode's tokens (filled into the shared llama_batch in the worker thread)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.pos: list[int] = []
+        self.seq: list[int] = []
+        self.logits: list[bool] = []
+        self.outputs: list[tuple[_Sequence, int]] = []  # sequences sampled from this call, by row
+        self.samplers: list[tuple[Any, int]] = []
+
+    def put(self, token: int, pos: int, seq_id: int, sampled_for: _Sequence | None) -> None:
+        if sampled_for is not None:
+            self.outputs.append((sampled_for, len(self.tokens)))
+        self.tokens.append(token)
+        self.pos.append(pos)
+        self.seq.append(seq_id)
+        self.logits.append(sampled_for is not None)
+
+
 class LlamaBatchEngine(LlamaCppEngine):
     """Same methods as `LlamaCppEngine` (stream, generate, tokenize, prepare, slots, free_slots,
     close); `slots` is the number of sequences decoded together."""
 
-    def __init__(self, spec: ModelSpec, model_path: Path, *, batch_invariant: bool = True) -> None:
+    def __init__(
+        self, spec: ModelSpec, model_path: Path, *, batch_invariant: bool = True, kv_unified: bool = False
+    ) -> None:
         """`batch_invariant` keeps llama.cpp's repacked CPU kernels off: with them, a step of 4+
         sequences runs a GEMM that quantizes activations differently from the 1-sequence GEMV, so a
         sequence's logits (hence its sampled text for a seed) would depend on what else is in the
-        batch. Without them the same request gives the same tokens alone or batched."""
+        batch. Without them the same request gives the same tokens alone or batched.
+
+        `kv_unified` puts every sequence in one KV buffer and prompt chunks in the same batch as
+        the decode tokens: faster at 8 streams, but a sequence's numbers then depend on where its
+        cells landed and what shared its batch, so a seed no longer reproduces its text."""
         # no super().__init__: it would build the slot contexts; the prompt methods need only what is set here
         self.spec = spec
         opts = spec.cpu
@@ -125,7 +154,8 @@ class LlamaBatchEngine(LlamaCppEngine):
         params.n_batch = params.n_ubatch = self.n_batch
         params.n_seq_max = self.max_sequences
         params.n_threads = params.n_threads_batch = self.threads
-        params.kv_unified = False  # one KV stream per sequence: attention reads only its own cells
+        self.kv_unified = kv_unified
+        params.kv_unified = kv_unified
         params.no_perf = True
         self._context = _internals.LlamaContext(model=self._model, params=params, verbose=False)
         self._ctx = self._context.ctx
@@ -271,50 +301,55 @@ class LlamaBatchEngine(LlamaCppEngine):
             llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
             self._running.append(seq)
 
-    def _compose(self) -> tuple[int, list[tuple[_Sequence, int]]]:
-        """Fills the batch: one token of every decoding sequence, then prompt chunks of the
-        feeding ones in arrival order, up to n_batch. Returns (n_tokens, [(seq, output row)])."""
-        batch = self._batch
-        n = 0
-        outputs: list[tuple[_Sequence, int]] = []
-
-        def put(token: int, pos: int, seq_id: int, logits: bool) -> None:
-            nonlocal n
-            batch.token[n] = token
-            batch.pos[n] = pos
-            batch.n_seq_id[n] = 1
-            batch.seq_id[n][0] = seq_id
-            batch.logits[n] = logits
-            n += 1
-
+    def _compose(self) -> list[_Call]:
+        """The next step's decode calls. Mixed (kv_unified): ONE batch with the next token of
+        every decoding sequence, then prompt chunks of the feeding ones in arrival order, up to
+        n_batch. Batch-invariant (the default): the decode tokens in one batch, and each feeding
+        sequence's next chunk (boundaries at multiples of n_batch) in a call of its own, so every
+        sequence computes exactly as it would alone."""
+        calls: list[_Call] = []
+        call = _Call()
         for seq in self._running:
             if seq.next_token is not None:
-                put(seq.next_token, seq.pos, seq.seq_id, True)
-                outputs.append((seq, n - 1))
+                call.put(seq.next_token, seq.pos, seq.seq_id, seq)
                 seq.pos += 1
                 seq.next_token = None
         for seq in self._running:
             left = len(seq.prompt) - seq.fed
             if left <= 0:
                 continue
-            take = min(left, self.n_batch - n)
+            if not self.kv_unified and call.tokens:
+                calls.append(call)
+                call = _Call()
+            take = min(left, self.n_batch - len(call.tokens))
             if take <= 0:
                 break
             for j in range(seq.fed, seq.fed + take):
-                put(seq.prompt[j], j, seq.seq_id, j == len(seq.prompt) - 1)
+                call.put(seq.prompt[j], j, seq.seq_id, seq if j == len(seq.prompt) - 1 else None)
             seq.fed += take
             seq.pos = seq.fed
-            if seq.fed == len(seq.prompt):
-                outputs.append((seq, n - 1))
-        batch.n_tokens = n
-        return n, outputs
+        if call.tokens:
+            calls.append(call)
+        return calls
 
-    def _step(self, outputs: list[tuple[Any, int]]) -> list[int]:
-        """Worker thread: one llama_decode over the batch, then one sample per output row."""
-        rc = llama_cpp.llama_decode(self._ctx, self._batch)
-        if rc != 0:
-            raise RuntimeError(f"llama_decode returned {rc}")
-        return [llama_cpp.llama_sampler_sample(sampler, self._ctx, row) for sampler, row in outputs]
+    def _step(self, calls: list[_Call]) -> list[list[int]]:
+        """Worker thread: each call's llama_decode, then one sample per output row of it."""
+        batch, sampled = self._batch, []
+        for call in calls:
+            for i, (token, pos, seq_id, logits) in enumerate(
+                zip(call.tokens, call.pos, call.seq, call.logits, strict=True)
+            ):
+                batch.token[i] = token
+                batch.pos[i] = pos
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = seq_id
+                batch.logits[i] = logits
+            batch.n_tokens = len(call.tokens)
+            rc = llama_cpp.llama_decode(self._ctx, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode returned {rc}")
+            sampled.append([llama_cpp.llama_sampler_sample(smpl, self._ctx, row) for smpl, row in call.samplers])
+        return sampled
 
     def _advance(self, seq: _Sequence, token: int) -> None:
         """A sampled token: end of generation, text (stop strings held back), or the next step's input."""
@@ -359,15 +394,15 @@ class LlamaBatchEngine(LlamaCppEngine):
                     if not self._queue:
                         await wake.wait()
                     continue
-                n, outputs = self._compose()
-                if n == 0:  # cannot happen while something runs; never spin
+                calls = self._compose()
+                if not calls:  # cannot happen while something runs; never spin
                     await asyncio.sleep(0)
                     continue
+                for call in calls:
+                    call.samplers = [(seq.sampler, row) for seq, row in call.outputs]
                 self._stepping = True
                 try:
-                    tokens = await loop.run_in_executor(
-                        self._executor, self._step, [(seq.sampler, row) for seq, row in outputs]
-                    )
+                    sampled = await loop.run_in_executor(self._executor, self._step, calls)
                 except RuntimeError as exc:
                     logger.error("decode step failed: %s", exc)
                     for seq in list(self._running):
@@ -375,8 +410,9 @@ class LlamaBatchEngine(LlamaCppEngine):
                     continue
                 finally:
                     self._stepping = False
-                for (seq, _), token in zip(outputs, tokens, strict=True):
-                    self._advance(seq, token)
+                for call, tokens in zip(calls, sampled, strict=True):
+                    for (seq, _), token in zip(call.outputs, tokens, strict=True):
+                        self._advance(seq, token)
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else RuntimeError("the engine stopped")
             for seq in list(self._running) + list(self._queue):

@@ -124,3 +124,20 @@ async def test_a_prompt_longer_than_the_context_is_refused(engine):
 async def test_max_tokens_is_honoured(engine):
     result = await engine.generate(req(max_tokens=5))
     assert result.usage.completion_tokens == 5 and result.finish_reason == "length"
+
+
+async def test_requests_beyond_the_sequences_wait_their_turn(engine):
+    results = await asyncio.gather(*(engine.generate(req(p, max_tokens=6)) for p in PROMPTS * 2))
+    assert [r.usage.completion_tokens for r in results] == [6] * 8
+    assert results[0].text == results[4].text  # same prompt, same seed, whether admitted first or queued
+    await idle(engine)
+
+
+async def test_a_prompt_longer_than_a_batch_is_fed_in_chunks(engine):
+    long = "The quick brown fox jumps over the lazy dog. " * 60  # ~600 tokens > n_batch (256)
+    assert len(engine.tokenize(long)) > engine.n_batch
+    alone = await engine.generate(req(long, temperature=0.0, max_tokens=8))
+    together = await asyncio.gather(
+        engine.generate(req(long, temperature=0.0, max_tokens=8)), engine.generate(req(max_tokens=8))
+    )
+    assert alone.text == together[0].text and alone.usage.prompt_tokens == len(engine.tokenize(long))
