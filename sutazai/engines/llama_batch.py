@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import ctypes
 import logging
 import math
 import random
@@ -89,6 +90,7 @@ class _Sequence:
         self.out: asyncio.Queue[Any] = asyncio.Queue()
         self.seq_id = -1
         self.sampler: Any = None
+        self.constrained: Any = None  # json_schema: the chain with the grammar first
         self.fed = 0  # prompt tokens decoded so far
         self.pos = 0  # next KV position
         self.next_token: int | None = None  # sampled, to be decoded in the next step
@@ -109,7 +111,6 @@ class _Call:
         self.seq: list[int] = []
         self.logits: list[bool] = []
         self.outputs: list[tuple[_Sequence, int]] = []  # sequences sampled from this call, by row
-        self.samplers: list[tuple[Any, int]] = []
 
     def put(self, token: int, pos: int, seq_id: int, sampled_for: _Sequence | None) -> None:
         if sampled_for is not None:
@@ -161,6 +162,7 @@ class LlamaBatchEngine(LlamaCppEngine):
         self._ctx = self._context.ctx
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._probe = (llama_cpp.llama_token_data * 1)()  # one candidate, for grammar checks
         self._vocab = self._model.vocab
         self._vocab_owner = _Vocab(self._model)  # type: ignore[assignment]
         template = spec.chat_template or self._vocab_owner.metadata.get("tokenizer.chat_template")
@@ -211,8 +213,8 @@ class LlamaBatchEngine(LlamaCppEngine):
 
     # -- sampling ---------------------------------------------------------------------------
 
-    def _make_sampler(self, seq: _Sequence) -> Any:
-        request = seq.request
+    def _chain(self, request: GenerationRequest, grammar: llama_cpp.LlamaGrammar | None) -> Any:
+        """A native sampler chain: [grammar], then greedy, or top-k, top-p, min-p, temperature, dist(seed)."""
         params = llama_cpp.llama_sampler_chain_default_params()
         params.no_perf = True
         chain = llama_cpp.llama_sampler_chain_init(params)
@@ -220,14 +222,14 @@ class LlamaBatchEngine(LlamaCppEngine):
         def add(sampler: Any) -> None:
             llama_cpp.llama_sampler_chain_add(chain, sampler)
 
-        if seq.grammar is not None:
-            grammar = llama_cpp.llama_sampler_init_grammar(
-                self._vocab, seq.grammar._grammar.encode("utf-8"), seq.grammar._root.encode("utf-8")
+        if grammar is not None:
+            constraint = llama_cpp.llama_sampler_init_grammar(
+                self._vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
             )
-            if not grammar:
+            if not constraint:
                 llama_cpp.llama_sampler_free(chain)
                 raise EngineError("invalid_schema", "the JSON schema's grammar was refused by llama.cpp")
-            add(grammar)
+            add(constraint)
         if request.temperature <= 0.0:
             add(llama_cpp.llama_sampler_init_greedy())
             return chain
@@ -242,6 +244,29 @@ class LlamaBatchEngine(LlamaCppEngine):
         seed &= 0xFFFFFFFF
         add(llama_cpp.llama_sampler_init_dist(seed if seed != _DEFAULT_SEED else seed - 1))
         return chain
+
+    def _make_sampler(self, seq: _Sequence) -> None:
+        """The sequence's chain; a json_schema request gets two: free (sampled first) and
+        constrained (grammar first, over the whole vocabulary: used only when the free token
+        breaks the grammar; its grammar follows every accepted token)."""
+        seq.sampler = self._chain(seq.request, None)
+        if seq.grammar is not None:
+            seq.constrained = self._chain(seq.request, seq.grammar)
+
+    def _sample(self, seq: _Sequence, row: int) -> int:
+        """Worker thread. Grammar checking one token costs nothing; applying it to 262k candidates
+        costs more than the decode (llama.cpp's common sampler does the same)."""
+        token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, row)
+        if seq.constrained is None:
+            return token
+        grammar = llama_cpp.llama_sampler_chain_get(seq.constrained, 0)
+        self._probe[0].id, self._probe[0].logit, self._probe[0].p = token, 1.0, 0.0
+        probe = llama_cpp.llama_token_data_array(data=self._probe, size=1, selected=-1, sorted=False)
+        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(probe))
+        if math.isfinite(self._probe[0].logit):
+            llama_cpp.llama_sampler_accept(seq.constrained, token)
+            return token
+        return llama_cpp.llama_sampler_sample(seq.constrained, self._ctx, row)
 
     # -- the scheduler ------------------------------------------------------------------------
 
@@ -260,9 +285,10 @@ class LlamaBatchEngine(LlamaCppEngine):
             llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
             self._free_ids.append(seq.seq_id)
             seq.seq_id = -1
-        if seq.sampler is not None:
-            llama_cpp.llama_sampler_free(seq.sampler)
-            seq.sampler = None
+        for chain in (seq.sampler, seq.constrained):
+            if chain is not None:
+                llama_cpp.llama_sampler_free(chain)
+        seq.sampler = seq.constrained = None
         with contextlib.suppress(ValueError):
             self._running.remove(seq)
 
@@ -293,7 +319,7 @@ class LlamaBatchEngine(LlamaCppEngine):
                 seq.done = True
                 continue
             try:
-                seq.sampler = self._make_sampler(seq)
+                self._make_sampler(seq)
             except EngineError as exc:
                 self._fail(seq, exc)
                 continue
@@ -348,7 +374,7 @@ class LlamaBatchEngine(LlamaCppEngine):
             rc = llama_cpp.llama_decode(self._ctx, batch)
             if rc != 0:
                 raise RuntimeError(f"llama_decode returned {rc}")
-            sampled.append([llama_cpp.llama_sampler_sample(smpl, self._ctx, row) for smpl, row in call.samplers])
+            sampled.append([self._sample(seq, row) for seq, row in call.outputs])
         return sampled
 
     def _advance(self, seq: _Sequence, token: int) -> None:
@@ -398,8 +424,6 @@ class LlamaBatchEngine(LlamaCppEngine):
                 if not calls:  # cannot happen while something runs; never spin
                     await asyncio.sleep(0)
                     continue
-                for call in calls:
-                    call.samplers = [(seq.sampler, row) for seq, row in call.outputs]
                 self._stepping = True
                 try:
                     sampled = await loop.run_in_executor(self._executor, self._step, calls)
