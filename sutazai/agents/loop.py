@@ -36,6 +36,8 @@ from sutazai.schemas.agents import AgentDefinition, AgentSampling
 from sutazai.schemas.engine import ChatMessage, Usage
 from sutazai.tools import (
     ANSWER,
+    ContentDelta,
+    ToolOutputStream,
     ToolSpec,
     call_text,
     new_call_id,
@@ -197,7 +199,9 @@ async def run_agent(
                 },
             )
             if schema is not None and not calls and reply.finish_reason == "length" and not _is_json(text):
-                raise OutputTruncated(step, usage, text)
+                answer = _cut_answer(text, by_name)  # an answer cut short is still an answer, as on the API
+                if answer is None:  # a tool call cut short is nothing
+                    raise OutputTruncated(step, usage, text)
         last_text = text
         if answer is not None:
             return AgentResult(answer, usage, step)
@@ -212,6 +216,16 @@ async def run_agent(
             content = await _run_call(step, call, by_target, runner, record, replay)
             messages.append(ChatMessage(role="user", content=result_text(call["name"], content)))
     raise MaxStepsReached(definition.max_steps, usage, last_text)
+
+
+def _cut_answer(text: str, by_name: dict[str, AgentTool]) -> str | None:
+    """The decoded `content` of an answer whose JSON max_tokens cut, or None when the output
+    was a tool call (or nothing readable)."""
+    stream = ToolOutputStream(set(by_name))
+    events = stream.feed(text)
+    if text.lstrip().startswith("{") and events and all(isinstance(e, ContentDelta) for e in events):
+        return "".join(e.text for e in events if isinstance(e, ContentDelta))
+    return None
 
 
 def _is_json(text: str) -> bool:

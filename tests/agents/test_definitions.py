@@ -172,7 +172,8 @@ def test_the_shipped_agents_all_load_against_the_shipped_mcp_servers():
     loaded, errors = load_agent_files(PROJECT_ROOT / "cluster" / "agents", mcp, MODELS)
     assert [str(e) for e in errors] == []
     by_name = {a.definition.name: a.definition for a in loaded}
-    assert set(by_name) == {"assistant", "files-researcher", "repo-inspector"}
+    assert set(by_name) == {"assistant", "files-researcher", "repo-inspector", "documents-researcher"}
+    assert by_name["documents-researcher"].tools == ["documents/search"]
     assert by_name["assistant"].tools == ["time/*"]
     assert by_name["repo-inspector"].tools == ["git/*"]
     assert all(t.startswith("filesystem/") and "write" not in t for t in by_name["files-researcher"].tools)

@@ -335,3 +335,15 @@ async def test_a_constrained_turn_cut_by_max_tokens_is_not_taken_for_an_answer()
     model = Cut('{"tool": "get_current_time", "arguments": {"timezone": "Europe/Par')
     with pytest.raises(OutputTruncated):
         await run_agent(definition(), "Time?", [TIME], model, RecordingTools(), Events())
+
+
+async def test_an_answer_cut_by_max_tokens_is_the_answer_so_far():
+    class Cut(ScriptedModel):
+        async def complete(self, messages, json_schema, sampling):
+            reply = await super().complete(messages, json_schema, sampling)
+            return ModelReply(reply.text, reply.usage, "length")
+
+    result = await run_agent(
+        definition(), "Time?", [TIME], Cut('{"content": "It is noon in Par'), RecordingTools(), Events()
+    )
+    assert result.answer == "It is noon in Par"

@@ -21,7 +21,7 @@ def test_the_list_shows_the_shipped_agents(api):
 
 def test_the_list_filters_by_a_part_of_the_name(api):
     body = api.get("/api/v1/agents", params={"q": "RESEARCH"}).json()
-    assert [a["name"] for a in body["items"]] == ["files-researcher"] and body["total"] == 1
+    assert [a["name"] for a in body["items"]] == ["documents-researcher", "files-researcher"] and body["total"] == 2
 
 
 def test_get_answers_one_agent_with_its_file(api):

@@ -21,7 +21,6 @@ import uvicorn
 from hypothesis import strategies as st
 from pydantic import SecretStr
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
 
 from sutazai.auth import accounts
 from sutazai.settings import Settings
@@ -155,6 +154,11 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
+    yield from running_server()
+
+
+def running_server() -> Iterator[Server]:
+    """The app under uvicorn on a database of its own."""
     database = fresh_database("sutazai_fuzz")
     loop = asyncio.new_event_loop()
     database_url = loop.run_until_complete(database.__aenter__())
@@ -171,7 +175,20 @@ def api_schema(server: Server) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_url(f"http://127.0.0.1:{server.port}/openapi.json")
 
 
-CHECKS = [not_a_server_error, json_error_shape]
+@schemathesis.check
+def no_server_error(ctx: object, response: schemathesis.Response, case: schemathesis.Case) -> bool | None:
+    """No 5xx, except the one the API promises for a dependency this app runs without (MCP, the
+    embedder, the vector store): 503 with Retry-After and the `unavailable` error code."""
+    if response.status_code < 500:
+        return None
+    if response.status_code == 503 and "retry-after" in {k.lower() for k in response.headers}:
+        error = response.json().get("error", {})
+        assert error.get("code") == "unavailable", response.text[:300]
+        return None
+    raise AssertionError(f"server error {response.status_code}: {response.text[:300]}")
+
+
+CHECKS = [no_server_error, json_error_shape]
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
 
@@ -208,17 +225,3 @@ def test_no_input_from_a_signed_in_user_is_a_server_error(api_schema: schemathes
 def test_no_anonymous_input_is_a_server_error(api_schema: schemathesis.BaseSchema) -> None:
     failures = fuzz_every_operation(api_schema, {})
     assert not failures, "\n".join(failures)
-
-
-def test_no_sequence_of_calls_is_a_server_error(api_schema: schemathesis.BaseSchema, server: Server) -> None:
-    machine = api_schema.as_state_machine()
-    headers = {"Authorization": f"Bearer {server.token}"}
-
-    class Signed(machine):  # type: ignore[misc, valid-type]
-        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, object]:
-            return {"headers": headers}
-
-        def validate_response(self, response: schemathesis.Response, case: schemathesis.Case, **kwargs: object) -> None:
-            case.validate_response(response, checks=CHECKS)
-
-    Signed.run(settings=hypothesis.settings(FUZZ, max_examples=15, stateful_step_count=6))
