@@ -35,6 +35,8 @@ from sutazai.storage.tasks import Task, TaskStore
 
 logger = logging.getLogger("sutazai.agent_runner")
 
+PING_TIMEOUT_S = 2.0
+
 
 @ray.remote(max_restarts=0)
 class AgentRunner:
@@ -153,6 +155,7 @@ class RayRunners:
             return await actor.run.remote(task)
         except RayActorError as exc:
             self._replace(actor)
+            await self._replace_dead()  # a node going down takes several runners: find them all now
             raise RunnerDied(f"runner actor died: {type(exc).__name__}") from None
         finally:
             self._load[id(actor)] = self._load.get(id(actor), 1) - 1
@@ -162,6 +165,24 @@ class RayRunners:
         actor = self._where.get(str(task.id))
         if actor is not None:
             await actor.cancel.remote(str(task.id))
+
+    async def _replace_dead(self) -> None:
+        """Replaces every runner that does not answer a ping, so that the retry of the attempt
+        that just died is not sent to another dead runner (and its attempts are not spent)."""
+
+        async def alive(actor: Any) -> bool:
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(actor.running.remote().future()), PING_TIMEOUT_S)
+            except RayActorError:
+                return False
+            except TimeoutError:
+                return True  # busy or starting, not known dead: its own attempts will tell
+            return True
+
+        actors = list(self.actors)
+        for actor, ok in zip(actors, await asyncio.gather(*(alive(a) for a in actors)), strict=True):
+            if not ok:
+                self._replace(actor)
 
     def _replace(self, actor: Any) -> None:
         if actor in self.actors:

@@ -187,7 +187,8 @@ def test_a_killed_runner_actor_does_not_lose_the_task_or_repeat_its_tool_call(ap
     for actor in runners:
         ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
     done = wait_ended(api, task["id"], timeout=120)
-    assert done["status"] == "succeeded" and done["attempts"] >= 2, done
+    kinds = [(e["data"]["attempt"], e["data"]["type"]) for e in events_of(api, task["id"])]
+    assert done["status"] == "succeeded" and done["attempts"] >= 2, (done["error"], done["result"], kinds)
     events = [e["data"] for e in events_of(api, task["id"])]
     first_call = next(e for e in events if e["type"] == "tool_call")["data"]["id"]
     assert sum(1 for e in events if e["type"] == "tool_call" and e["data"]["id"] == first_call) == 1
