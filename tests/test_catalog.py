@@ -81,7 +81,7 @@ def test_embedding_model_files_load_as_embedders_not_as_generation_models():
     assert isinstance(spec, EmbedderSpec) and catalog.default_embedder() == "minilm-l6"
     assert (spec.dimensions, spec.max_input_tokens) == (384, 256)
     assert (spec.batching.max_batch_size, spec.batching.batch_wait_timeout_s) == (32, 0.01)
-    assert spec.deployment_name == "embedder-minilm-l6" and spec.ray_actor_options()["num_cpus"] == 1
+    assert spec.deployment_name == "embedder-minilm-l6" and spec.ray_actor_options()["num_cpus"] == 0.25
 
 
 def test_a_catalog_without_embedding_files_has_no_default_embedder():
