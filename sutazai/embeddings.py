@@ -6,17 +6,12 @@ with a retry delay).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-
 from sutazai.catalog import EmbedderSpec
-from sutazai.errors import BadRequest, NotFound, SutazaiError, Unavailable
+from sutazai.errors import BadRequest, NotFound, SutazaiError
+from sutazai.inference import serve_failure
 from sutazai.schemas.embeddings import EmbedderInfo, EmbeddingResult
-from sutazai.schemas.engine import EngineError
-
-logger = logging.getLogger("sutazai.embeddings")
 
 
 class EmbeddingClient:
@@ -67,16 +62,7 @@ class EmbeddingClient:
         return None
 
     def _error(self, exc: BaseException) -> SutazaiError:
-        if isinstance(exc, SutazaiError):
-            return exc
-        if isinstance(exc, EngineError):
-            return BadRequest(exc.message, code=exc.code)
-        if isinstance(exc, BackPressureError):
-            return Unavailable(f"embedding model {self.name} is at capacity; retry later", self.retry_after_s)
-        if isinstance(exc, DeploymentUnavailableError):
-            return Unavailable(f"embedding model {self.name} is unavailable", self.retry_after_s)
-        logger.error("embedding model %s failed: %r", self.name, exc)
-        return Unavailable(f"embedding model {self.name} failed to answer", self.retry_after_s)
+        return serve_failure(exc, f"embedding model {self.name}", self.retry_after_s)
 
 
 def resolve_embedder(clients: dict[str, EmbeddingClient], name: str | None) -> EmbeddingClient:

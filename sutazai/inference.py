@@ -36,6 +36,22 @@ class BatchOutcome(NamedTuple):
     error: SutazaiError | None
 
 
+def serve_failure(exc: BaseException, what: str, retry_after_s: int) -> SutazaiError:
+    """A deployment call's failure as the caller's error: ours pass through, an engine's refusal
+    is a 400, back-pressure and an unavailable deployment are 503s with a retry delay. `what`
+    names the deployment in the message ("model gemma3-270m", "embedding model minilm-l6")."""
+    if isinstance(exc, SutazaiError):
+        return exc
+    if isinstance(exc, EngineError):
+        return BadRequest(exc.message, code=exc.code)
+    if isinstance(exc, BackPressureError):
+        return Unavailable(f"{what} is at capacity; retry later", retry_after_s)
+    if isinstance(exc, DeploymentUnavailableError):
+        return Unavailable(f"{what} is unavailable", retry_after_s)
+    logger.error("%s failed: %r", what, exc)
+    return Unavailable(f"{what} failed to answer", retry_after_s)
+
+
 class ModelClient:
     """One model deployment, reached through its handle. Every engine's deployment answers
     the same methods with the same types (`sutazai.schemas.engine`), so one client fits all."""
@@ -104,16 +120,7 @@ class InferenceService:
         )
 
     def _error(self, exc: BaseException, model: str) -> SutazaiError:
-        if isinstance(exc, SutazaiError):
-            return exc
-        if isinstance(exc, EngineError):
-            return BadRequest(exc.message, code=exc.code)
-        if isinstance(exc, BackPressureError):
-            return Unavailable(f"model {model} is at capacity; retry later", self.retry_after_s)
-        if isinstance(exc, DeploymentUnavailableError):
-            return Unavailable(f"model {model} is unavailable", self.retry_after_s)
-        logger.error("model %s failed: %r", model, exc)
-        return Unavailable(f"model {model} failed to answer", self.retry_after_s)
+        return serve_failure(exc, f"model {model}", self.retry_after_s)
 
     async def complete(
         self, client: ModelClient, request: GenerationRequest, *, cache_scope: str

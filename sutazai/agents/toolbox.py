@@ -12,22 +12,17 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-
 from sutazai.agents.loop import AgentTool, ModelReply, ToolOutcome, ToolRunner
-from sutazai.errors import BadRequest, Forbidden, InvalidInput, NotFound, SutazaiError, Unavailable
-from sutazai.inference import InferenceService, ModelClient
+from sutazai.errors import Forbidden, InvalidInput, NotFound, SutazaiError
+from sutazai.inference import InferenceService, ModelClient, serve_failure
 from sutazai.mcp.gateway import MCPGateway
 from sutazai.schemas.agents import AgentDefinition, AgentSampling
-from sutazai.schemas.engine import ChatMessage, EngineError
+from sutazai.schemas.engine import ChatMessage
 from sutazai.schemas.retrieval import SearchHit
-
-logger = logging.getLogger("sutazai.agents.toolbox")
 
 DEFAULT_RETRY_AFTER_S = 2
 
@@ -187,15 +182,4 @@ class ServeModel:
         return ModelReply(result.text, result.usage, result.finish_reason)
 
     def _error(self, exc: BaseException) -> SutazaiError:
-        """As `InferenceService._error`."""
-        model = self.client.spec.name
-        if isinstance(exc, SutazaiError):
-            return exc
-        if isinstance(exc, EngineError):
-            return BadRequest(exc.message, code=exc.code)
-        if isinstance(exc, BackPressureError):
-            return Unavailable(f"model {model} is at capacity; retry later", self.retry_after_s)
-        if isinstance(exc, DeploymentUnavailableError):
-            return Unavailable(f"model {model} is unavailable", self.retry_after_s)
-        logger.error("model %s failed: %r", model, exc)
-        return Unavailable(f"model {model} failed to answer", self.retry_after_s)
+        return serve_failure(exc, f"model {self.client.spec.name}", self.retry_after_s)
