@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from sutazai.api.deps import PageDep, ServicesDep, UserDep, ViewerDep
+from sutazai.api.uploads import read_capped
 from sutazai.documents.files import DocumentFiles
 from sutazai.documents.parsing import detect
 from sutazai.errors import InvalidInput, PayloadTooLarge, Unavailable
@@ -37,7 +38,6 @@ router = APIRouter(prefix="/api/v1/documents", tags=["documents"])
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file
 MAX_FILENAME = 255
-_READ_BLOCK = 1024 * 1024
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -78,16 +78,6 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-async def _read_capped(upload: UploadFile, limit: int) -> bytes:
-    parts, size = [], 0
-    while block := await upload.read(_READ_BLOCK):
-        size += len(block)
-        if size > limit:
-            raise PayloadTooLarge(f"the file is larger than {limit} bytes")
-        parts.append(block)
-    return b"".join(parts)
-
-
 @router.post("", status_code=202, response_model=DocumentOut, openapi_extra=_UPLOAD_BODY)
 async def upload_document(request: Request, caller: UserDep, services: ServicesDep) -> JSONResponse:
     """Upload one file as multipart field `file` (.txt, .md, .pdf, .docx, .html); 202 with the
@@ -103,7 +93,7 @@ async def upload_document(request: Request, caller: UserDep, services: ServicesD
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidInput("the multipart field 'file' (a file) is missing", details=[{"loc": ["body", "file"]}])
-        data = await _read_capped(upload, limit)
+        data = await read_capped(upload, limit)
         filename, declared_type = clean_filename(upload.filename), upload.content_type
     if not data:
         raise InvalidInput("the file is empty", code="empty_document")

@@ -36,8 +36,9 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from sutazai.api.deps import ModelCallerDep, PageDep, ServicesDep, UserDep, ViewerDep
+from sutazai.api.uploads import read_capped
 from sutazai.auth.principal import Principal
-from sutazai.errors import InvalidInput, NotFound, PayloadTooLarge, Unavailable
+from sutazai.errors import InvalidInput, NotFound, Unavailable
 from sutazai.jobs import BatchJobs, JobState, batch_entrypoint
 from sutazai.schemas.common import Page
 from sutazai.schemas.jobs import BatchJobCreate, BatchJobOut, JobProgress
@@ -46,7 +47,6 @@ from sutazai.storage.jobs import BatchJob, BatchJobStore
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
-_READ_BLOCK = 64 * 1024
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "content": {
@@ -124,16 +124,6 @@ async def _ray(call: Any) -> Any:
         raise Unavailable(f"the Ray job server is unavailable: {exc}"[:300], 2, code="job_server_unavailable") from exc
 
 
-async def _read_upload(upload: UploadFile, limit: int) -> bytes:
-    parts, size = [], 0
-    while block := await upload.read(_READ_BLOCK):
-        size += len(block)
-        if size > limit:
-            raise PayloadTooLarge(f"the file is larger than {limit} bytes")
-        parts.append(block)
-    return b"".join(parts)
-
-
 async def _submission(request: Request, limit: int) -> tuple[bytes, BatchJobCreate | None, dict[str, Any]]:
     """(JSONL input, the JSON body or None, sampling/model fields) from either body kind."""
     content_type = request.headers.get("content-type", "").lower()
@@ -142,7 +132,7 @@ async def _submission(request: Request, limit: int) -> tuple[bytes, BatchJobCrea
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise InvalidInput("the multipart field 'file' (JSONL) is missing", details=[{"loc": ["body", "file"]}])
-            data = await _read_upload(upload, limit)
+            data = await read_capped(upload, limit)
             fields = {k: form.get(k) for k in ("model", "max_tokens", "temperature") if form.get(k) not in (None, "")}
         try:
             options = BatchJobCreate.model_validate({"prompts": ["-"], **fields})
