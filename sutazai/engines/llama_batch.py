@@ -41,7 +41,6 @@ from llama_cpp import _internals, _logger
 from sutazai import metrics
 from sutazai.catalog import ModelSpec
 from sutazai.engines.llama_cpp import LlamaCppEngine, _held_back
-from sutazai.engines.prompts import ChatTemplate
 from sutazai.schemas.engine import EngineError, GenerationChunk, GenerationRequest, Usage
 
 logger = logging.getLogger("sutazai.engine.llama_batch")
@@ -165,15 +164,7 @@ class LlamaBatchEngine(LlamaCppEngine):
         self._probe = (llama_cpp.llama_token_data * 1)()  # one candidate, for grammar checks
         self._vocab = self._model.vocab
         self._vocab_owner = _Vocab(self._model)  # type: ignore[assignment]
-        template = spec.chat_template or self._vocab_owner.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise ValueError(f"model {spec.name} has no chat template: set `chat_template` in its model file")
-        self.template = ChatTemplate(
-            template,
-            bos_token=self._piece(self._vocab_owner.token_bos()),
-            eos_token=self._piece(self._vocab_owner.token_eos()),
-        )
-        self.chat_stop = list(spec.chat_stop)
+        self._use_template(spec)
         self._special_template = self._template_uses_special_tokens()
         self._grammars = {}
         self._grammar_lock = threading.Lock()

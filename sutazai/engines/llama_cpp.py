@@ -95,15 +95,7 @@ class LlamaCppEngine:
         # Tokenizing reads only the vocabulary, which is safe beside a decoding slot.
         self._vocab_owner = contexts[0]
         self._executor = ThreadPoolExecutor(max_workers=opts.slots, thread_name_prefix=f"llama-{spec.name}")
-        template = spec.chat_template or self._vocab_owner.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise ValueError(f"model {spec.name} has no chat template: set `chat_template` in its model file")
-        self.template = ChatTemplate(
-            template,
-            bos_token=self._piece(self._vocab_owner.token_bos()),
-            eos_token=self._piece(self._vocab_owner.token_eos()),
-        )
-        self.chat_stop = list(spec.chat_stop)
+        self._use_template(spec)
         self.n_ctx = spec.context_length
         self._special_template = self._template_uses_special_tokens()
         self._grammars: dict[str, llama_cpp.LlamaGrammar] = {}
@@ -124,6 +116,19 @@ class LlamaCppEngine:
     def tokenize(self, text: str, *, bos: bool = True, special: bool = False) -> list[int]:
         """User text is tokenized with `special=False`: typing "<start_of_turn>" must not forge a turn."""
         return self._vocab_owner.tokenize(text.encode("utf-8"), add_bos=bos, special=special)
+
+    def _use_template(self, spec: ModelSpec) -> None:
+        """The chat template (the model file's, else the GGUF's) and its stops, read through
+        `_vocab_owner`: both engines set them up this way."""
+        template = spec.chat_template or self._vocab_owner.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError(f"model {spec.name} has no chat template: set `chat_template` in its model file")
+        self.template = ChatTemplate(
+            template,
+            bos_token=self._piece(self._vocab_owner.token_bos()),
+            eos_token=self._piece(self._vocab_owner.token_eos()),
+        )
+        self.chat_stop = list(spec.chat_stop)
 
     def _template_uses_special_tokens(self) -> bool:
         try:
