@@ -13,6 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sutazai.sizing import AUTO, Machine, app_reserved_cpus, size_model_files
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -178,6 +180,13 @@ class EmbedderSpec(_Strict):
         return _actor_options(self.resources)
 
 
+def _says_auto(data: object) -> bool:
+    return isinstance(data, dict) and any(
+        isinstance(part, dict) and AUTO in part.values()
+        for part in (data.get("cpu"), data.get("deployment"), data.get("autoscaling"))
+    )
+
+
 def parse_model_file(data: object) -> ModelSpec | EmbedderSpec:
     """A model file's content as a spec: an embedder when it says `kind: embedding`."""
     if isinstance(data, dict) and (data.get("kind") == "embedding" or data.get("engine") == "fastembed"):
@@ -200,11 +209,26 @@ class ModelCatalog:
         self.embedders: dict[str, EmbedderSpec] = {e.name: e for e in embedders or []}
 
     @classmethod
-    def load(cls, directory: Path, *, include_disabled: bool = False) -> ModelCatalog:
-        specs, embedders = [], []
-        for path in sorted(directory.glob("*.yaml")):
+    def load(cls, directory: Path, *, include_disabled: bool = False, machine: Machine | None = None) -> ModelCatalog:
+        """The files in `directory`; their `auto` values sized for `machine` (default: the
+        connected Ray cluster, else this machine, less what the app itself reserves)."""
+        paths = sorted(directory.glob("*.yaml"))
+        files = []
+        for path in paths:
             try:
-                spec = parse_model_file(yaml.safe_load(path.read_text()))
+                files.append(yaml.safe_load(path.read_text()))
+            except yaml.YAMLError as exc:
+                raise ValueError(f"invalid model file {path}: {exc}") from exc
+        if any(_says_auto(data) for data in files):
+            if machine is None:
+                from sutazai.settings import get_settings
+
+                machine = Machine.detect(reserved_cpus=app_reserved_cpus(get_settings()))
+            files = size_model_files(files, machine)
+        specs, embedders = [], []
+        for path, data in zip(paths, files, strict=True):
+            try:
+                spec = parse_model_file(data)
             except Exception as exc:  # name the file: a catalog error is a config error
                 raise ValueError(f"invalid model file {path}: {exc}") from exc
             if not (spec.enabled or include_disabled):
