@@ -27,8 +27,11 @@ test: install
 	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# The fast path's figures in one table (bench/fast_path.py: starts the app on .data/bench,
+# measures it against its peers, stops it). The load generator (autocannon) comes from bench/package.json.
 bench: install
-	$(PY) bench/llm_throughput.py
+	@if [ -f bench/package.json ]; then npm ci --prefix bench --no-audit --no-fund --loglevel=error; fi
+	$(PY) bench/fast_path.py
 
 # Stops a run of .data from another terminal, or whatever a killed one left running
 # (its Ray head, Postgres and Redis, found by their files under .data).

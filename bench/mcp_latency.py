@@ -145,20 +145,20 @@ async def main() -> None:
 
     settings = get_settings()
     arguments = json.loads(args.arguments)
-    rows = [("direct ClientSession (1 process)", await bench_direct(settings, args.server, args.tool, arguments, args))]
-    rows.append(
-        ("gateway -> Ray actor -> stdio", await bench_gateway(settings, args.server, args.tool, arguments, args))
-    )
+    figures = {"direct": await bench_direct(settings, args.server, args.tool, arguments, args)}
+    rows = [("direct ClientSession (1 process)", figures["direct"])]
+    figures["gateway"] = await bench_gateway(settings, args.server, args.tool, arguments, args)
+    rows.append(("gateway -> Ray actor -> stdio", figures["gateway"]))
     if args.base_url:
-        rows.append(
-            (f"HTTP {args.base_url}/api/v1/mcp/execute", await bench_http(args.server, args.tool, arguments, args))
-        )
+        figures["http"] = await bench_http(args.server, args.tool, arguments, args)
+        rows.append((f"HTTP {args.base_url}/api/v1/mcp/execute", figures["http"]))
 
     print(f"\n{args.server}/{args.tool}: {args.calls} sequential calls, {args.batch} calls by {args.workers} workers\n")
     print(f"| {'path':<40} | {'p50 ms':>7} | {'p99 ms':>7} | {'calls/s':>8} |")
     print(f"|{'-' * 42}|{'-' * 9}|{'-' * 9}|{'-' * 10}|")
     for name, r in rows:
         print(f"| {name:<40} | {r['p50']:>7.2f} | {r['p99']:>7.2f} | {r['rate']:>8.0f} |")
+    print(json.dumps({"tool": f"{args.server}/{args.tool}"} | figures))  # last line: for bench/fast_path.py
 
 
 if __name__ == "__main__":
