@@ -19,19 +19,7 @@ import ray
 from deployments.vector_store import ActorVectorStore, get_or_create, shutdown
 from deployments.vector_store import connect_vector_store as vector_store
 from sutazai.settings import Settings
-from sutazai.vectors.store import ChunkVector
-
-DIM = 8
-
-
-def unit(i: int) -> list[float]:
-    v = [0.01] * DIM
-    v[i % DIM] = 1.0
-    return v
-
-
-def chunks(document_id: str, owner_id: str, n: int) -> list[ChunkVector]:
-    return [ChunkVector(str(uuid.uuid4()), unit(i), document_id, owner_id, i) for i in range(n)]
+from tests.vectors.points import DIM, chunks, unit
 
 
 @pytest.fixture(scope="module")
