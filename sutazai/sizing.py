@@ -24,6 +24,7 @@ queue of requests each waiting many seconds for its first token.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ import psutil
 
 if TYPE_CHECKING:
     from sutazai.settings import Settings
+
+logger = logging.getLogger("sutazai.sizing")
 
 AUTO = "auto"
 SEQUENCES_PER_THREAD = 8
@@ -97,6 +100,13 @@ def size_model_files(files: list[Any], machine: Machine) -> list[Any]:
         free_cpus = machine.cpus - machine.reserved_cpus - others_cpus
         free_memory = machine.memory_bytes - machine.reserved_memory_bytes - others_memory
         sized.append(size_model_file(data, free_cpus, free_memory, machine.gpus))
+        if sized[-1] != data:
+            logger.info(
+                "%s sized for %s: %s",
+                data.get("name"),
+                machine,
+                {k: sized[-1].get(k) for k in ("cpu", "deployment", "autoscaling") if k in sized[-1]},
+            )
     return sized
 
 
