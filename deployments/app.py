@@ -69,10 +69,11 @@ def ingress_options(settings: Settings, env: dict[str, str]) -> dict[str, Any]:
         "autoscaling_config": {
             "min_replicas": settings.ingress_min_replicas,
             "max_replicas": settings.ingress_max_replicas,
-            "target_ongoing_requests": settings.ingress_max_ongoing_requests // 2,
+            "target_ongoing_requests": max(1, settings.ingress_max_ongoing_requests // 4),
             "look_back_period_s": 15,
         },
         "ray_actor_options": {"num_cpus": settings.ingress_num_cpus} | _runtime_env(env),
+        "logging_config": {"enable_access_log": settings.ingress_access_log},
     }
 
 

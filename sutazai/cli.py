@@ -97,12 +97,30 @@ def ensure_ray_token(path: Path) -> Path:
 
 
 def head_env(settings: Settings) -> dict[str, str]:
-    """What the local head and every driver of it need: token auth, with our token file."""
-    return {
+    """What the local head and every driver of it need: token auth, with our token file; the
+    niceness its workers start at (Ray's default is 15, below Postgres, Redis and any build)."""
+    env = {
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(ensure_ray_token(settings.data_dir / TOKEN_FILE)),
         "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_worker_niceness": str(settings.worker_niceness),
     }
+    if settings.serve_throughput_optimized:
+        env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    return env
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """The soft RLIMIT_NOFILE raised to the hard one: 1,000 clients are 2,000+ sockets through
+    HAProxy and the ingress, and children (the head, HAProxy, replicas) inherit it. Returns it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 def haproxy_dir(settings: Settings) -> Path:
@@ -128,6 +146,8 @@ def haproxy_env(settings: Settings) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_MAXCONN": str(settings.haproxy_maxconn),
+        "RAY_SERVE_HAPROXY_NBTHREAD": str(settings.haproxy_threads or min(4, os.cpu_count() or 1)),
         # Serve's own proxy stays up beside HAProxy on a fixed port (8500/9500) unless told otherwise.
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
@@ -414,6 +434,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: sutazai is already running from {settings.data_dir} (pid {pid}); `sutazai stop` first")
         return 2
     own_ray = not settings.ray_address
+    soft, _ = raise_open_files_limit()
+    logger.info("open files limit %d", soft)
     if own_ray:
         # A killed run's head would hold the ports; its Postgres and Redis are reused as they are.
         if stop_ray_head(ray_dir(settings)):

@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     # `sutazai run`'s own head: Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY, ~3x the req/s of
     # Serve's Python proxy), bound to `host`. Off: Serve's default proxy.
     haproxy: bool = True
+    # HAProxy's global connection cap (RAY_SERVE_HAPROXY_MAXCONN) and threads (unset: the machine's
+    # cores, at most 4, Serve's default being 4 whatever the machine).
+    haproxy_maxconn: int = 8192
+    haproxy_threads: int | None = None
+    # The niceness Ray starts its workers at (RAY_worker_niceness; Ray's default is 15): every Serve
+    # replica, HAProxy and the actors. 0 serves at the priority of Postgres and Redis, so a build or
+    # a batch job on the same machine does not take the CPU from requests first.
+    worker_niceness: int = Field(default=0, ge=0, le=19)
+    # Serve's ingress -> model calls (RAY_SERVE_THROUGHPUT_OPTIMIZED on the head); see the README.
+    serve_throughput_optimized: bool = False
     dashboard_port: int = 8265
     # Where job submission reaches the Ray dashboard (http://host:port); unset: the dashboard of
     # the cluster this process is connected to, else 127.0.0.1:dashboard_port.
@@ -54,7 +64,10 @@ class Settings(BaseSettings):
     # Ingress.
     ingress_min_replicas: int = 1
     ingress_max_replicas: int = 2
-    ingress_max_ongoing_requests: int = 200
+    # Requests one ingress replica holds at once: an async app whose requests mostly wait (on
+    # Redis, Postgres, a model, an idle SSE stream), so it is sized for 1,000 clients, not for CPU.
+    ingress_max_ongoing_requests: int = 2000
+    ingress_access_log: bool = False  # Serve's per-request log line (file + driver): off on the hot path
     ingress_num_cpus: float = 0.25
     request_timeout_s: float = 120.0
     max_body_bytes: int = 1_048_576

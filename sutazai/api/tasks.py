@@ -28,7 +28,16 @@ from sutazai.storage.tasks import NewTask, Task
 
 router = APIRouter(tags=["tasks"])
 
-WAKE_S = 1.0  # a waiter re-reads at least this often, notification or not
+WAKE_S = 1.0  # a waiter re-reads at least this often while notifications cannot reach it
+# ... and this often while they can: a notification (or the hub's wake-all after a reconnect)
+# wakes it at once, so re-reading every second only costs Postgres two queries a second per
+# idle stream (1,000 idle streams were 2,000 queries/s).
+LISTENING_WAKE_S = 15.0
+
+
+def _wake_s(services: Services) -> float:
+    conn = getattr(services.task_events, "_conn", None)  # the hub's LISTEN connection
+    return LISTENING_WAKE_S if conn is not None and not conn.is_closed() else WAKE_S
 
 
 def _owner_filter(caller: Principal) -> uuid.UUID | None:
@@ -217,5 +226,5 @@ async def _follow(services: Services, task: Task, after: int) -> AsyncIterator[S
             if current is None or (current.terminal and after >= current.event_seq):
                 yield event({"status": current.status if current else "deleted"}, "end")
                 return
-            await services.task_events.wait(changed, WAKE_S)
+            await services.task_events.wait(changed, _wake_s(services))
             await asyncio.sleep(0)
