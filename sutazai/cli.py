@@ -58,6 +58,7 @@ RAY_FOLDER = "ray"
 TOKEN_FILE = "ray_auth_token"
 RUN_PID_FILE = "run.pid"
 HAPROXY_FOLDER = "sz-haproxy-"  # + a digest of the data folder, under /tmp
+HAPROXY_OWN_FDS = 4500  # descriptors HAProxy wants beyond 2 a connection (measured: 20,510 at maxconn 8192)
 STOP_GRACE_S = 3.0  # how long killed processes get to be gone
 MCP_STOP_S = 3.0  # how long the MCP servers get to stop before their actors are killed
 LAUNCHER_STOP_S = 30.0  # how long `sutazai stop` waits for a running launcher's own teardown
@@ -146,12 +147,23 @@ def haproxy_env(settings: Settings) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
-        "RAY_SERVE_HAPROXY_MAXCONN": str(settings.haproxy_maxconn),
+        "RAY_SERVE_HAPROXY_MAXCONN": str(haproxy_maxconn(settings)),
         "RAY_SERVE_HAPROXY_NBTHREAD": str(settings.haproxy_threads or min(4, os.cpu_count() or 1)),
         # Serve's own proxy stays up beside HAProxy on a fixed port (8500/9500) unless told otherwise.
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
     }
+
+
+def haproxy_maxconn(settings: Settings) -> int:
+    """The configured cap, or less where the open files limit would make HAProxy refuse to start
+    (it asks for 2 descriptors a connection plus ~4,200 of its own at 4 threads)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return settings.haproxy_maxconn
+    return max(256, min(settings.haproxy_maxconn, (soft - HAPROXY_OWN_FDS) // 2))
 
 
 def haproxy_processes(folder: Path) -> list[psutil.Process]:

@@ -42,9 +42,10 @@ class Settings(BaseSettings):
     # `sutazai run`'s own head: Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY, ~3x the req/s of
     # Serve's Python proxy), bound to `host`. Off: Serve's default proxy.
     haproxy: bool = True
-    # HAProxy's global connection cap (RAY_SERVE_HAPROXY_MAXCONN) and threads (unset: the machine's
-    # cores, at most 4, Serve's default being 4 whatever the machine).
-    haproxy_maxconn: int = 8192
+    # HAProxy's global connection cap (RAY_SERVE_HAPROXY_MAXCONN; lowered to what the open files
+    # limit allows: HAProxy needs ~2.5 descriptors a connection and refuses to start otherwise) and
+    # its threads (unset: the machine's cores, at most 4; Serve's default is 4 whatever the machine).
+    haproxy_maxconn: int = 4096
     haproxy_threads: int | None = None
     # The niceness Ray starts its workers at (RAY_worker_niceness; Ray's default is 15): every Serve
     # replica, HAProxy and the actors. 0 serves at the priority of Postgres and Redis, so a build or

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api/v1/mcp", tags=["mcp"])
 MAX_AUDITED_NAMES = 50  # argument names kept in an audit entry
 
 
-def get_gateway(services: ServicesDep) -> MCPGateway:
+async def get_gateway(services: ServicesDep) -> MCPGateway:
     if services.mcp is None:
         raise Unavailable("MCP is disabled", services.settings.retry_after_s)
     return services.mcp
