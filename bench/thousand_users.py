@@ -217,31 +217,39 @@ def serving_rss() -> tuple[int, int]:
     return ingress, haproxy
 
 
-async def sse_part(base: str, token: str, args: argparse.Namespace) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {token}"}
+async def sse_part(base: str, keys: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    # A task's events are its owner's: each owner submits one task and opens its share of the
+    # streams (at most `--streams-per-user`, under the 120/min of role user), one key carrying
+    # them all when the limits are lifted.
+    owners = keys[: max(1, math.ceil(args.streams / args.streams_per_user))] if len(keys) > 1 else keys
     limits = httpx.Limits(max_connections=args.streams + 10, max_keepalive_connections=args.streams + 10)
     timeout = httpx.Timeout(args.hold + 60, connect=30)
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=timeout) as client:
-        task_ids = []
-        for i in range(args.tasks):
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout) as client:
+        task_ids = []  # (task id, its owner's headers)
+        for i, key in enumerate(owners):
+            headers = {"Authorization": f"Bearer {key}"}
             body = {"input": f"Count slowly from 1 to 500, one number per line. ({i})"}
-            response = await client.post(f"/api/v1/agents/{args.agent}/run", json=body)
+            response = await client.post(f"/api/v1/agents/{args.agent}/run", json=body, headers=headers)
             response.raise_for_status()
-            task_ids.append(response.json()["id"])
+            task_ids.append((response.json()["id"], headers))
         await asyncio.sleep(1)
         before = serving_rss()
         opened = asyncio.Event()
-        counts = {"open": 0, "held": 0, "ended": 0, "errors": 0}
+        counts = {"open": 0, "held": 0, "ended": 0, "errors": 0, "now_open": 0}
         error_kinds: dict[str, int] = {}
         deadline = time.monotonic() + args.hold + args.streams / 200  # opening takes a while too
 
         async def stream(i: int) -> None:
             await asyncio.sleep(random.random() * args.streams / 200)  # ~200 opens/s
+            is_open = False
             try:
-                async with client.stream("GET", f"/api/v1/tasks/{task_ids[i % len(task_ids)]}/events") as response:
+                task_id, headers = task_ids[i % len(task_ids)]
+                async with client.stream("GET", f"/api/v1/tasks/{task_id}/events", headers=headers) as response:
                     if response.status_code != 200:
                         raise RuntimeError(f"HTTP {response.status_code}")
                     counts["open"] += 1
+                    counts["now_open"] += 1
+                    is_open = True
                     if counts["open"] == args.streams:
                         opened.set()
                     async for line in response.aiter_lines():
@@ -255,6 +263,9 @@ async def sse_part(base: str, token: str, args: argparse.Namespace) -> dict[str,
                 counts["errors"] += 1
                 kind = type(exc).__name__ if not isinstance(exc, RuntimeError) else str(exc)
                 error_kinds[kind] = error_kinds.get(kind, 0) + 1
+            finally:
+                if is_open:
+                    counts["now_open"] -= 1
 
         async def held_until_deadline(tasks: list[asyncio.Task[None]]) -> None:
             # A stream idles between events: end them at the deadline whatever arrives.
@@ -272,12 +283,12 @@ async def sse_part(base: str, token: str, args: argparse.Namespace) -> dict[str,
             pass
         await asyncio.sleep(min(5.0, args.hold / 3))
         during = serving_rss()
-        open_at_sample = counts["open"] - counts["ended"] - counts["errors"]
+        open_at_sample = counts["now_open"]
         results = await asyncio.gather(*tasks, return_exceptions=True)
         with_deadline.cancel()
         counts["held"] += sum(1 for r in results if isinstance(r, asyncio.CancelledError))
-        for task_id in task_ids:
-            await client.post(f"/api/v1/tasks/{task_id}/cancel")
+        for task_id, headers in task_ids:
+            await client.post(f"/api/v1/tasks/{task_id}/cancel", headers=headers)
     grown = (during[0] - before[0]) + (during[1] - before[1])
     return {
         "streams": args.streams,
@@ -319,7 +330,7 @@ def table(users: dict[str, Any] | None, sse: dict[str, Any] | None) -> str:
         per = sse["kib_per_connection"]
         b, d = sse["rss_before_mib"], sse["rss_during_mib"]
         lines += [
-            f"2. {sse['streams']} idle SSE streams (GET /api/v1/tasks/{{id}}/events over {sse['tasks']} tasks), "
+            f"2. {sse['streams']} idle SSE streams (GET /api/v1/tasks/{{id}}/events, {sse['tasks']} users' tasks), "
             f"held {sse['hold_s']} s (load at start {sse['load']})",
             "",
             "| opened | held | ended early | errors | RSS ingress before/during MiB | RSS HAProxy before/during MiB "
@@ -343,7 +354,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, help="users to spread the clients over (default: from the limit)")
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--hold", type=int, default=30)
-    parser.add_argument("--tasks", type=int, default=4, help="tasks whose events the streams follow")
+    parser.add_argument("--streams-per-user", type=int, default=100, help="with several users' keys")
     parser.add_argument("--agent", default="assistant")
     parser.add_argument("--skip", nargs="*", default=[], choices=["users", "sse"])
     parser.add_argument("--quick", action="store_true", help="200 clients for 15 s, 200 streams for 10 s")
@@ -369,7 +380,7 @@ def main() -> None:
     if users:
         print(json.dumps(users), file=sys.stderr, flush=True)
         time.sleep(2)
-    sse = asyncio.run(sse_part(base, keys[0], args)) if "sse" not in args.skip else None
+    sse = asyncio.run(sse_part(base, keys, args)) if "sse" not in args.skip else None
     print(table(users, sse))
     print(json.dumps({"users": users, "sse": sse, "load_at_end": load_line()}))
 
