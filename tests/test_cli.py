@@ -72,6 +72,7 @@ class Run:
     root: Path = field(default_factory=_short_tempdir)
     port: int = field(default_factory=free_port)
     ray_port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)  # SUTAZAI_* settings of this run
     process: subprocess.Popen | None = None
 
     @property
@@ -87,15 +88,19 @@ class Run:
         for name in ("DATABASE_URL", "REDIS_URL"):
             env.pop(name, None)
         (self.root / "home").mkdir(exist_ok=True)
-        return env | {
-            "HOME": str(self.root / "home"),
-            "SUTAZAI_DATA_DIR": str(self.data_dir),
-            "SUTAZAI_PORT": str(self.port),
-            "SUTAZAI_RAY_PORT": str(self.ray_port),
-            "SUTAZAI_DASHBOARD_PORT": str(free_port()),
-            "SUTAZAI_METRICS_EXPORT_PORT": str(free_port()),
-            "RAY_USAGE_STATS_ENABLED": "0",
-        }
+        return (
+            env
+            | {
+                "HOME": str(self.root / "home"),
+                "SUTAZAI_DATA_DIR": str(self.data_dir),
+                "SUTAZAI_PORT": str(self.port),
+                "SUTAZAI_RAY_PORT": str(self.ray_port),
+                "SUTAZAI_DASHBOARD_PORT": str(free_port()),
+                "SUTAZAI_METRICS_EXPORT_PORT": str(free_port()),
+                "RAY_USAGE_STATS_ENABLED": "0",
+            }
+            | self.extra_env
+        )
 
     def sutazai(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -281,3 +286,35 @@ def test_an_embedded_run_hands_replicas_secrets_by_path_and_turns_docs_on(tmp_pa
     assert Path(env["SUTAZAI_JWT_SECRET_FILE"]).read_text().strip() and "SUTAZAI_JWT_SECRET" not in env
     assert Path(env["SUTAZAI_ADMIN_PASSWORD_FILE"]).stat().st_mode & 0o077 == 0
     assert env["SUTAZAI_DOCS_ENABLED"] == "true"
+
+
+def test_run_raises_the_open_files_limit_to_the_hard_one():
+    """A launcher started under a low soft limit (a login shell's 1024) raises it, so HAProxy,
+    the head and the replicas it starts can hold 1,000 clients; HAProxy's maxconn follows it."""
+    code = (
+        "import resource\n"
+        "from sutazai import cli\n"
+        "from sutazai.settings import Settings\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "low = cli.haproxy_maxconn(Settings(_env_file=None, haproxy_maxconn=100000))\n"
+        "raised = cli.raise_open_files_limit()\n"
+        "print(hard, low, *raised, cli.haproxy_maxconn(Settings(_env_file=None, haproxy_maxconn=100000)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    hard, low, soft_after, hard_after, maxconn_after = (int(v) for v in out.stdout.split())
+    assert (soft_after, hard_after) == (hard, hard)
+    assert low == 256  # the floor: a 256-descriptor process cannot hold more
+    assert maxconn_after == min(100000, (hard - cli.HAPROXY_OWN_FDS) // 2)
+
+
+def test_head_env_carries_the_worker_niceness_and_haproxy_settings(tmp_path):
+    settings = Settings(_env_file=None, data_dir=tmp_path, worker_niceness=7, haproxy_maxconn=3000, haproxy_threads=2)
+    assert cli.head_env(settings)["RAY_worker_niceness"] == "7"
+    assert "RAY_SERVE_THROUGHPUT_OPTIMIZED" not in cli.head_env(settings)
+    settings.serve_throughput_optimized = True
+    assert cli.head_env(settings)["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    env = cli.haproxy_env(settings)
+    assert env["RAY_SERVE_HAPROXY_MAXCONN"] == str(cli.haproxy_maxconn(settings))
+    assert env["RAY_SERVE_HAPROXY_NBTHREAD"] == "2"
+    shutil.rmtree(cli.haproxy_dir(settings), ignore_errors=True)

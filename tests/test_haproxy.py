@@ -7,16 +7,20 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import psutil
 import pytest
 
 from sutazai import cli
 from sutazai.settings import Settings
 from tests.test_cli import Run, _assert_all_stopped
 
+MAXCONN = 3000  # not the default: the config must carry what the settings say
+NICENESS = 5  # likewise (the default is 0, Ray's own 15)
+
 
 @pytest.fixture
 def run() -> Iterator[Run]:
-    run = Run()
+    run = Run(extra_env={"SUTAZAI_HAPROXY_MAXCONN": str(MAXCONN), "SUTAZAI_WORKER_NICENESS": str(NICENESS)})
     try:
         yield run
     finally:
@@ -36,7 +40,14 @@ def test_haproxy_serves_the_run_on_its_host_and_port_and_stop_ends_it(run):
     haproxy = cli.haproxy_processes(folder)
     assert haproxy, run.tail()
     assert ("127.0.0.1", run.port) in _listening(haproxy)
-    assert list(folder.glob("*/haproxy.cfg"))
+    configs = list(folder.glob("*/haproxy.cfg"))
+    assert configs
+    assert f"maxconn {MAXCONN}\n" in configs[0].read_text()  # fits any hard limit over ~10,500 descriptors
+    replicas = [p for p in run.its_processes() if "ServeReplica" in " ".join(p.cmdline())]
+    assert replicas and {p.nice() for p in replicas + haproxy} == {NICENESS}, [(p.pid, p.nice()) for p in replicas]
+    launcher = psutil.Process(run.process.pid)
+    soft, hard = launcher.rlimit(psutil.RLIMIT_NOFILE)
+    assert soft == hard  # raised, and inherited by the head, HAProxy and the replicas
 
     url = f"http://127.0.0.1:{run.port}"
     password = (run.data_dir / "admin_password").read_text().strip()
