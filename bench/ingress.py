@@ -11,7 +11,7 @@ Measures, on the running app (`sutazai run`: Serve + HAProxy):
 
 `--peer` also serves the same app (`sutazai.api.app.create_app` on `build_services`, same
 Postgres, Redis, JWT secret and the running cluster's model handles) under plain uvicorn
-in a subprocess at niceness 15 (Ray starts its workers at 15: like with like), and
+in a subprocess at the niceness of Ray's workers (settings.worker_niceness), and
 measures the same routes there, for the ratio column.
 
 Load comes from autocannon when it is found (`--autocannon`, $PATH, or `npx --no-install`;
@@ -151,8 +151,11 @@ def measure(base: str, token: str, args: argparse.Namespace, cannon: list[str] |
 
 
 def serve_peer(port: int) -> None:
-    """Runs in the peer subprocess: the app of one ingress replica, under plain uvicorn."""
-    os.nice(15)
+    """Runs in the peer subprocess: the app of one ingress replica, under plain uvicorn, at the
+    niceness `sutazai run` starts Ray's workers at (settings.worker_niceness): like with like."""
+    from sutazai.settings import get_settings as _settings
+
+    os.nice(_settings().worker_niceness)
     import ray
     import uvicorn
     from ray import serve
