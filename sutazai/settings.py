@@ -51,8 +51,12 @@ class Settings(BaseSettings):
     # replica, HAProxy and the actors. 0 serves at the priority of Postgres and Redis, so a build or
     # a batch job on the same machine does not take the CPU from requests first.
     worker_niceness: int = Field(default=0, ge=0, le=19)
-    # Serve's ingress -> model calls (RAY_SERVE_THROUGHPUT_OPTIMIZED on the head); see the README.
-    serve_throughput_optimized: bool = False
+    # RAY_SERVE_THROUGHPUT_OPTIMIZED on `sutazai run`'s head: replicas run user code and the router on
+    # their main loop (no thread hop), calls between deployments over gRPC, no per-request stderr log,
+    # GC frozen after start. Measured in one session, 2 cores, same app otherwise: cached chat idle
+    # p50 8.9 -> 7.4 ms, one stream 29 -> 36 tok/s, /health at 32 connections 621 -> 1,326 req/s,
+    # an API-key route 367 -> 564 req/s. Off: Serve's defaults.
+    serve_throughput_optimized: bool = True
     dashboard_port: int = 8265
     # Where job submission reaches the Ray dashboard (http://host:port); unset: the dashboard of
     # the cluster this process is connected to, else 127.0.0.1:dashboard_port.
