@@ -311,9 +311,9 @@ def test_run_raises_the_open_files_limit_to_the_hard_one():
 def test_head_env_carries_the_worker_niceness_and_haproxy_settings(tmp_path):
     settings = Settings(_env_file=None, data_dir=tmp_path, worker_niceness=7, haproxy_maxconn=3000, haproxy_threads=2)
     assert cli.head_env(settings)["RAY_worker_niceness"] == "7"
+    assert cli.head_env(settings)["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"  # the default
+    settings.serve_throughput_optimized = False
     assert "RAY_SERVE_THROUGHPUT_OPTIMIZED" not in cli.head_env(settings)
-    settings.serve_throughput_optimized = True
-    assert cli.head_env(settings)["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     env = cli.haproxy_env(settings)
     assert env["RAY_SERVE_HAPROXY_MAXCONN"] == str(cli.haproxy_maxconn(settings))
     assert env["RAY_SERVE_HAPROXY_NBTHREAD"] == "2"
