@@ -8,6 +8,7 @@ path, so the number of series stays bounded whatever clients send.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -43,8 +44,32 @@ class AccessMiddleware:
     Outermost, so every answer (even a 413) has an id and is counted; a stream's latency
     covers the whole stream."""
 
+    FLUSH_S = 1.0  # request counts are added up here and recorded at most this often
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Ray's Counter.inc cost ~10% of the replica's time on /health under load: count here,
+        # record once a second per (route, method, status). The latency histogram stays per request.
+        self._counts: dict[tuple[str, str, str], int] = {}
+        self._flushed = 0.0
+        self._flush_later: asyncio.TimerHandle | None = None
+
+    def _count(self, route: str, method: str, status: str, now: float) -> None:
+        key = (route, method, status)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        if now - self._flushed >= self.FLUSH_S:
+            self._flush()
+        elif self._flush_later is None:  # what the last second counted is recorded even if traffic stops
+            self._flush_later = asyncio.get_running_loop().call_later(self.FLUSH_S, self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_later is not None:
+            self._flush_later.cancel()
+            self._flush_later = None
+        self._flushed = time.perf_counter()
+        counts, self._counts = self._counts, {}
+        for (route, method, status), n in counts.items():
+            metrics.HTTP_REQUESTS.record(n, route=route, method=method, status=status)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,9 +93,10 @@ class AccessMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
+            now = time.perf_counter()
+            elapsed = now - started
             route, method = route_template(scope), str(scope.get("method", ""))
-            metrics.HTTP_REQUESTS.record(1, route=route, method=method, status=str(status))
+            self._count(route, method, str(status), now)
             metrics.HTTP_REQUEST_DURATION.record(elapsed, route=route, method=method)
             if not serve_id:  # Serve's replica log already has an access line with the id
                 logger.info("%s %s %s %.1fms request_id=%s", method, scope["path"], status, elapsed * 1000, request_id)
