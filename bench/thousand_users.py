@@ -237,11 +237,12 @@ async def sse_part(base: str, keys: list[str], args: argparse.Namespace) -> dict
         opened = asyncio.Event()
         counts = {"open": 0, "held": 0, "ended": 0, "errors": 0, "now_open": 0}
         error_kinds: dict[str, int] = {}
+        held: set[int] = set()
         deadline = time.monotonic() + args.hold + args.streams / 200  # opening takes a while too
 
         async def stream(i: int) -> None:
             await asyncio.sleep(random.random() * args.streams / 200)  # ~200 opens/s
-            is_open = False
+            is_open = ended = False
             try:
                 task_id, headers = task_ids[i % len(task_ids)]
                 async with client.stream("GET", f"/api/v1/tasks/{task_id}/events", headers=headers) as response:
@@ -255,10 +256,10 @@ async def sse_part(base: str, keys: list[str], args: argparse.Namespace) -> dict
                     async for line in response.aiter_lines():
                         if line.startswith("event: end"):
                             counts["ended"] += 1
+                            ended = True
                             return
                         if time.monotonic() >= deadline:
                             break
-                    counts["held"] += 1
             except Exception as exc:  # every failure counts, by kind
                 counts["errors"] += 1
                 kind = type(exc).__name__ if not isinstance(exc, RuntimeError) else str(exc)
@@ -266,6 +267,8 @@ async def sse_part(base: str, keys: list[str], args: argparse.Namespace) -> dict
             finally:
                 if is_open:
                     counts["now_open"] -= 1
+                    if not ended:  # open until the deadline (or cancelled at it): held
+                        held.add(i)
 
         async def held_until_deadline(tasks: list[asyncio.Task[None]]) -> None:
             # A stream idles between events: end them at the deadline whatever arrives.
@@ -284,9 +287,9 @@ async def sse_part(base: str, keys: list[str], args: argparse.Namespace) -> dict
         await asyncio.sleep(min(5.0, args.hold / 3))
         during = serving_rss()
         open_at_sample = counts["now_open"]
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         with_deadline.cancel()
-        counts["held"] += sum(1 for r in results if isinstance(r, asyncio.CancelledError))
+        counts["held"] = len(held)
         for task_id, headers in task_ids:
             await client.post(f"/api/v1/tasks/{task_id}/cancel", headers=headers)
     grown = (during[0] - before[0]) + (during[1] - before[1])
