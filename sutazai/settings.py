@@ -67,13 +67,16 @@ class Settings(BaseSettings):
     app_import_path: str = "deployments.app:build_app"
 
     # Ingress.
-    ingress_min_replicas: int = 1
+    # Two from the start: one Python process tops out near 535 authenticated req/s here, so 1,000
+    # clients at 1 req/s timed out (p95 5.3 s, 1,180 timeouts); with two, 976 req/s, p95 538 ms,
+    # none (bench/thousand_users.py, 2 cores, one run each). Each holds ~400 MiB.
+    ingress_min_replicas: int = 2
     ingress_max_replicas: int = 2
     # Requests one ingress replica holds at once: an async app whose requests mostly wait (on
     # Redis, Postgres, a model, an idle SSE stream), so it is sized for 1,000 clients, not for CPU.
     ingress_max_ongoing_requests: int = 2000
     ingress_access_log: bool = False  # Serve's per-request log line (file + driver): off on the hot path
-    ingress_num_cpus: float = 0.25
+    ingress_num_cpus: float = 0.1  # Ray's accounting: 2 of them + the model's 1 CPU + the rest fit in 2 cores
     request_timeout_s: float = 120.0
     max_body_bytes: int = 1_048_576
 

@@ -121,6 +121,13 @@ def size_model_file(data: dict[str, Any], free_cpus: float, free_memory: int, gp
     cpu = {**(data.get("cpu") or {})}
     deployment = {**(data.get("deployment") or {})}
 
+    if num_cpus > free_cpus + 1e-9:
+        logger.warning(
+            "%s asks %g CPUs a replica but only %g are left beside the rest of the app: it cannot be placed",
+            data.get("name"),
+            num_cpus,
+            max(free_cpus, 0.0),
+        )
     if scaling.get("max_replicas") == AUTO:
         min_replicas = scaling.get("min_replicas", 1)
         fits = [math.floor(free_cpus / num_cpus + 1e-9) if num_cpus > 0 else 64]

@@ -124,3 +124,18 @@ def test_auto_outside_a_catalog_file_is_refused():
 
     with pytest.raises(ValueError):
         ModelSpec.model_validate(cpu_model())
+
+
+def test_a_model_that_cannot_be_placed_is_named_in_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="sutazai.sizing"):
+        sized(cpu_model(), Machine(cpus=1, memory_bytes=GIB, reserved_cpus=0.5))
+    assert "m asks 1 CPUs a replica but only 0.5 are left" in caplog.text
+
+
+def test_the_default_app_leaves_the_cpu_model_its_core_on_a_two_core_laptop():
+    from sutazai.settings import Settings
+    from sutazai.sizing import app_reserved_cpus
+
+    reserved = app_reserved_cpus(Settings(_env_file=None))
+    embedder = yaml.safe_load((PROJECT_ROOT / "models" / "minilm-l6.yaml").read_text())["resources"]["num_cpus"]
+    assert 2 - reserved - embedder >= 1
