@@ -90,7 +90,9 @@ class _Sequence:
         self.seq_id = -1
         self.sampler: Any = None
         self.constrained: Any = None  # json_schema: the chain with the grammar first
-        self.fed = 0  # prompt tokens decoded so far
+        self.fed = 0  # prompt tokens decoded so far (or found in the sequence id's cache)
+        self.reused = 0  # prompt tokens found in the sequence id's cache
+        self.generated: list[int] = []  # sampled tokens decoded into the KV (after the prompt)
         self.pos = 0  # next KV position
         self.next_token: int | None = None  # sampled, to be decoded in the next step
         self.count = 0  # completion tokens
@@ -155,6 +157,7 @@ class LlamaBatchEngine(LlamaCppEngine):
         params.n_seq_max = self.max_sequences
         params.n_threads = params.n_threads_batch = self.threads
         self.kv_unified = kv_unified
+        self.batch_invariant = batch_invariant
         params.kv_unified = kv_unified
         params.no_perf = True
         self._context = _internals.LlamaContext(model=self._model, params=params, verbose=False)
@@ -170,6 +173,12 @@ class LlamaBatchEngine(LlamaCppEngine):
         self._grammar_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-batch-{spec.name}")
         self._free_ids = list(range(self.max_sequences - 1, -1, -1))
+        # prompt reuse (llama-server's cache_prompt): the tokens each free id's KV cells still hold
+        self._cached: dict[int, list[int]] = {}
+        self._last_used: dict[int, int] = {}
+        self._uses = 0
+        self.tokens_fed = 0  # prompt tokens decoded since start (reused ones are not)
+        self.tokens_reused = 0  # prompt tokens found in a cache since start
         self._queue: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
         self._task: asyncio.Task[None] | None = None
@@ -270,10 +279,27 @@ class LlamaBatchEngine(LlamaCppEngine):
         assert self._wake is not None
         return self._wake
 
-    def _release(self, seq: _Sequence) -> None:
-        """Frees a running sequence's KV cells, id and sampler (only between decode steps)."""
+    def _release(self, seq: _Sequence, *, keep: bool = True) -> None:
+        """Frees a running sequence's id and sampler (only between decode steps). Its KV cells stay,
+        remembered as the tokens decoded into them, for a later prompt sharing their prefix;
+        `keep=False` (a failed step: the cells' state is unknown) clears them."""
         if seq.seq_id >= 0:
-            llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
+            if keep:
+                # batch-invariant: only the prompt's cells. A sampled token's cells were computed in a
+                # one-row decode, and a cold engine computes the same token inside a prompt chunk
+                # (another matmul path: different rounding); measured, reusing them changed a seed's
+                # text. The next turn's prompt holds the answer anyway, and its cells are reused later.
+                # Likewise a prompt cell's numbers depend on the rows of the chunk it was decoded in
+                # (measured: a 2-row vs a 90-row chunk changed a greedy text), so only whole n_batch
+                # chunks are kept: a cold feed cuts the same ones.
+                if not self.batch_invariant:
+                    kept = seq.prompt[: seq.fed] + seq.generated
+                else:
+                    kept = seq.prompt[: seq.fed // self.n_batch * self.n_batch]
+                self._cached[seq.seq_id] = kept
+            else:
+                llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
+                self._cached.pop(seq.seq_id, None)
             self._free_ids.append(seq.seq_id)
             seq.seq_id = -1
         for chain in (seq.sampler, seq.constrained):
@@ -301,7 +327,7 @@ class LlamaBatchEngine(LlamaCppEngine):
         if not seq.done:
             seq.done = True
             seq.out.put_nowait(exc)
-        self._release(seq)
+        self._release(seq, keep=False)
 
     def _admit(self) -> None:
         while self._queue and self._free_ids:
@@ -314,9 +340,42 @@ class LlamaBatchEngine(LlamaCppEngine):
             except EngineError as exc:
                 self._fail(seq, exc)
                 continue
-            seq.seq_id = self._free_ids.pop()
-            llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
+            self._assign(seq)
             self._running.append(seq)
+
+    def _assign(self, seq: _Sequence) -> None:
+        """The free id whose cached tokens share the longest prefix (beyond BOS) with the prompt
+        (else one with no cache, else the least recently used); only the cells after that prefix are removed and
+        only the rest of the prompt is fed. The last prompt token is always decoded again, for a
+        fresh logits row to sample from."""
+        limit = len(seq.prompt) - 1
+        if self.batch_invariant:  # whole chunks only, the last one always decoded as a cold feed would
+            limit = (len(seq.prompt) - 1) // self.n_batch * self.n_batch
+        best, best_len = -1, 0
+        for seq_id in self._free_ids:
+            cached = self._cached.get(seq_id)
+            if not cached:
+                continue
+            n, top = 0, min(len(cached), limit)
+            while n < top and cached[n] == seq.prompt[n]:
+                n += 1
+            if self.batch_invariant:
+                n = n // self.n_batch * self.n_batch
+            if n > max(best_len, 1):  # a shared BOS alone is not worth another cache
+                best, best_len = seq_id, n
+        if best < 0:
+            empty = [i for i in self._free_ids if not self._cached.get(i)]
+            best = empty[-1] if empty else min(self._free_ids, key=lambda i: self._last_used.get(i, -1))
+        self._free_ids.remove(best)
+        self._uses += 1
+        self._last_used[best] = self._uses
+        self._cached.pop(best, None)
+        if best_len == 0 or not llama_cpp.llama_memory_seq_rm(self._memory, best, best_len, -1):
+            llama_cpp.llama_memory_seq_rm(self._memory, best, -1, -1)
+            best_len = 0
+        seq.seq_id = best
+        seq.fed = seq.pos = seq.reused = best_len
+        self.tokens_reused += best_len
 
     def _compose(self) -> list[_Call]:
         """The next step's decode calls. Mixed (kv_unified): ONE batch with the next token of
@@ -329,6 +388,7 @@ class LlamaBatchEngine(LlamaCppEngine):
         for seq in self._running:
             if seq.next_token is not None:
                 call.put(seq.next_token, seq.pos, seq.seq_id, seq)
+                seq.generated.append(seq.next_token)
                 seq.pos += 1
                 seq.next_token = None
         for seq in self._running:
@@ -338,13 +398,16 @@ class LlamaBatchEngine(LlamaCppEngine):
             if not self.kv_unified and call.tokens:
                 calls.append(call)
                 call = _Call()
-            take = min(left, self.n_batch - len(call.tokens))
+            # batch-invariant: chunk boundaries at multiples of n_batch, as a cold feed would cut them
+            room = self.n_batch - len(call.tokens) if self.kv_unified else self.n_batch - seq.fed % self.n_batch
+            take = min(left, room)
             if take <= 0:
                 break
             for j in range(seq.fed, seq.fed + take):
                 call.put(seq.prompt[j], j, seq.seq_id, seq if j == len(seq.prompt) - 1 else None)
             seq.fed += take
             seq.pos = seq.fed
+            self.tokens_fed += take
         if call.tokens:
             calls.append(call)
         return calls

@@ -141,3 +141,71 @@ async def test_a_prompt_longer_than_a_batch_is_fed_in_chunks(engine):
         engine.generate(req(long, temperature=0.0, max_tokens=8)), engine.generate(req(max_tokens=8))
     )
     assert alone.text == together[0].text and alone.usage.prompt_tokens == len(engine.tokenize(long))
+
+
+def chat(*turns: str, **kw) -> GenerationRequest:
+    roles = ["user", "assistant"]
+    messages = [ChatMessage(role=roles[i % 2], content=t) for i, t in enumerate(turns)]
+    return GenerationRequest(**(dict(messages=messages, max_tokens=16, temperature=0.7, top_p=0.95, seed=5) | kw))
+
+
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory):
+    spec = ModelCatalog.load(PROJECT_ROOT / "models").get("gemma3-270m")
+    gguf: Path = resolve_model_path(spec, tmp_path_factory.mktemp("models"))
+    cpu = CPUOptions(engine="batched", max_sequences=2, threads=1)
+    engine = LlamaBatchEngine(spec.model_copy(update={"source": ModelSource(path=str(gguf)), "cpu": cpu}), gguf)
+    yield engine
+    engine.close()
+
+
+async def test_a_second_turn_feeds_only_its_new_tokens_and_says_what_a_cold_engine_says(engine, cold):
+    # batch-invariant: only whole n_batch chunks are reused, so the history is longer than one
+    history = "Tell me about the sea. " + "The sea is wide and deep and blue. " * 40
+    first = chat(history)
+    answer = (await engine.generate(first)).text
+    await idle(engine)
+    second = chat(history, answer, "And about mountains?")
+    prompt, _, _ = engine.prepare(second)
+    fed, reused = engine.tokens_fed, engine.tokens_reused
+    warm_text = (await engine.generate(second)).text
+    new_fed, new_reused = engine.tokens_fed - fed, engine.tokens_reused - reused
+    assert len(engine.prepare(first)[0]) > engine.n_batch
+    assert new_reused == len(prompt) // engine.n_batch * engine.n_batch > 0
+    assert new_fed + new_reused == len(prompt)
+    cold_fed = cold.tokens_fed
+    cold_text = (await cold.generate(second)).text
+    assert cold.tokens_fed - cold_fed == len(prompt)
+    assert warm_text == cold_text
+
+
+async def test_an_unrelated_prompt_reuses_nothing(engine):
+    await engine.generate(req("Zebras graze quietly near the river bank at dawn"))
+    reused = engine.tokens_reused
+    await engine.generate(req("1234 5678 9012"))
+    assert engine.tokens_reused == reused
+
+
+async def test_a_prompt_that_is_a_prefix_of_the_cache_decodes_its_last_token(engine):
+    long = req("The quick brown fox jumps over the lazy dog. " * 60)
+    await engine.generate(long)
+    short = req("The quick brown fox jumps over the lazy dog. " * 30)
+    prompt, _, _ = engine.prepare(short)
+    fed = engine.tokens_fed
+    again = await engine.generate(short)
+    # whole chunks are reused, the last (partial) one decoded as a cold feed would
+    assert engine.tokens_fed - fed == len(prompt) - (len(prompt) - 1) // engine.n_batch * engine.n_batch
+    assert again.text == (await engine.generate(short)).text
+
+
+async def test_a_cancel_mid_prompt_leaves_the_engine_usable(engine):
+    long = req(" ".join(f"word{i}" for i in range(300)), max_tokens=4)
+    task = asyncio.create_task(engine.generate(long))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await idle(engine)
+    result = await engine.generate(long)
+    assert result.usage.completion_tokens == 4
+    assert result.text == (await engine.generate(long)).text
