@@ -9,7 +9,7 @@ streams, TTFT p50 at 8 streams (time to the first streamed text).
         [--llama-server /path/to/llama-server]
 
 The slots engine samples as it is deployed (top_k=0: top-p over the whole vocabulary).
-`--llama-server` starts the binary (`-t 2 -np 8 -c 8192`) and streams `/v1/completions`.
+`--llama-server` starts the binary (`-t <--server-threads, 2> -np 8 -c 8192`) and streams `/v1/completions`.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def server_streamer(client: httpx.AsyncClient, top_k: int, top_p: float, tempera
 async def run_server(binary: str, gguf: Path, spec: ModelSpec, args) -> dict[str, float]:
     port = 8089
     log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)  # noqa: SIM115
-    command = [binary, "-m", str(gguf), "-t", "2", "-np", "8", "-c", "8192", "--port", str(port)]
+    command = [binary, "-m", str(gguf), "-t", str(args.server_threads), "-np", "8", "-c", "8192", "--port", str(port)]
     process = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=subprocess.STDOUT)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
@@ -150,6 +150,7 @@ async def main() -> None:
     parser.add_argument("--threads", type=int, help="batched engine threads (default: the model file's)")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--server-threads", type=int, default=2, help="llama-server's -t")
     parser.add_argument("--llama-server", help="path of a llama-server binary to measure as the peer")
     parser.add_argument(
         "--engines",
