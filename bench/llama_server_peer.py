@@ -1,0 +1,178 @@
+"""The CPU engine against llama.cpp's own `llama-server`, on the same GGUF and sampling.
+
+    .venv/bin/python bench/llama_server_peer.py --base-url http://127.0.0.1:8000 --token sk-... \
+        [--llama-server PATH] [--threads 1] [--repeats 3]
+
+Both servers get the same requests from the same async httpx client: `/v1/completions`,
+streamed, 64 tokens, the model file's sampling (Gemma: temperature 0.7, top-k 64, top-p 0.95,
+min-p 0), a seed per request; tokens counted from the usage each server reports (else one per
+streamed chunk). Measured: one stream (tok/s, TTFT), then 8 at once (aggregate tok/s, TTFT p50).
+llama-server runs with the threads our replica's engine uses (`--threads`, default: the model
+file's, i.e. its CPUs) and `-np 8` (8 sequences, as our engine), so both have the same cores.
+The binary: --llama-server, else .data/peers/llama-server-*, else a row says it is not built
+(bench/peers/build_llama_server.sh builds it). Prints a table, then a JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PROMPT = "Once upon a time, in a small village at the edge of a great forest, there lived"
+TOKENS = 64
+STREAMS = 8
+
+
+def find_binary(given: str | None) -> Path | None:
+    if given:
+        return Path(given)
+    found = sorted((ROOT / ".data" / "peers").glob("llama-server-*"))
+    return found[-1] if found else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def one_stream(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[float, float, int]:
+    """(seconds to the first token, seconds in all, completion tokens) of one streamed completion."""
+    started = time.perf_counter()
+    first: float | None = None
+    chunks = 0
+    usage_tokens: int | None = None
+    async with client.stream("POST", "/v1/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                usage_tokens = event["usage"].get("completion_tokens")
+            if any(c.get("text") for c in event.get("choices") or []):
+                chunks += 1
+                if first is None:
+                    first = time.perf_counter() - started
+    took = time.perf_counter() - started
+    return (first if first is not None else took), took, usage_tokens if usage_tokens is not None else chunks
+
+
+async def measure(base: str, headers: dict[str, str], extra: dict[str, Any], repeats: int) -> dict[str, float]:
+    body = {
+        "prompt": PROMPT,
+        "max_tokens": TOKENS,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    } | extra
+    limits = httpx.Limits(max_connections=STREAMS, max_keepalive_connections=STREAMS)
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=300) as client:
+        await one_stream(client, body | {"seed": 999})  # warm-up
+        singles = [await one_stream(client, body | {"seed": i}) for i in range(repeats)]
+        started = time.perf_counter()
+        many = await asyncio.gather(*(one_stream(client, body | {"seed": 100 + i}) for i in range(STREAMS)))
+        wall = time.perf_counter() - started
+    return {
+        "single_tok_s": statistics.median(tokens / took for _, took, tokens in singles),
+        "single_ttft_s": statistics.median(ttft for ttft, _, _ in singles),
+        "single_tokens": statistics.median(tokens for _, _, tokens in singles),
+        "multi_tok_s": sum(tokens for _, _, tokens in many) / wall,
+        "multi_ttft_p50_s": statistics.median(ttft for ttft, _, _ in many),
+        "multi_tokens": sum(tokens for _, _, tokens in many),
+    }
+
+
+def gguf_path(data_dir: Path) -> tuple[Path, Any]:
+    from sutazai.catalog import ModelCatalog
+    from sutazai.engines.model_files import resolve_model_path
+    from sutazai.sizing import Machine
+
+    catalog = ModelCatalog.load(ROOT / "models", machine=Machine(cpus=os.cpu_count() or 1, memory_bytes=1 << 34))
+    spec = catalog.specs[catalog.default_name()]
+    return resolve_model_path(spec, data_dir), spec
+
+
+def start_llama_server(binary: Path, gguf: Path, threads: int, context: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [str(binary), "-m", str(gguf), "-t", str(threads), "-tb", str(threads), "-np", str(STREAMS)]
+    cmd += ["-c", str(context * STREAMS), "--host", "127.0.0.1", "--port", str(port), "--no-webui"]
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"llama-server exited ({process.returncode}): {' '.join(cmd)}")
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise SystemExit("llama-server did not start in 120 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base-url", required=True, help="the running SutazAI app")
+    parser.add_argument("--token", required=True, help="an API key of it")
+    parser.add_argument("--llama-server", help="the llama-server binary")
+    parser.add_argument("--data-dir", default=str(ROOT / ".data"), help="where the packaged GGUF is assembled")
+    parser.add_argument("--threads", type=int, help="llama-server threads (default: our engine's)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    gguf, spec = gguf_path(Path(args.data_dir))
+    threads = args.threads or spec.cpu.threads or max(1, math.ceil(spec.resources.num_cpus))
+    sampling = spec.sampling
+    common = {"temperature": sampling.temperature, "top_p": sampling.top_p}
+    load = os.getloadavg()[0]
+    ours = asyncio.run(
+        measure(args.base_url, {"Authorization": f"Bearer {args.token}"}, common | {"model": spec.name}, args.repeats)
+    )
+    binary = find_binary(args.llama_server)
+    theirs: dict[str, float] | None = None
+    note = ""
+    if binary is None or not binary.exists():
+        note = "llama-server not built: bench/peers/build_llama_server.sh (or --llama-server PATH)"
+    else:
+        process, base = start_llama_server(binary, gguf, threads, spec.context_length)
+        try:
+            peer_sampling = common | {"top_k": sampling.top_k, "min_p": sampling.min_p, "ignore_eos": True}
+            theirs = asyncio.run(measure(base, {}, peer_sampling | {"model": spec.name}, args.repeats))
+        finally:
+            process.terminate()
+            process.wait(30)
+
+    print(f"\n{spec.name}, {TOKENS} tokens, {threads} thread(s) each, load {load:.2f} at the start; {note}\n")
+    print("| measure | SutazAI (HTTP, Serve) | llama-server | ratio |")
+    print("|---|---|---|---|")
+    for key, label in (
+        ("single_tok_s", "1 stream tok/s"),
+        ("single_ttft_s", "1 stream TTFT s"),
+        ("multi_tok_s", f"{STREAMS} streams aggregate tok/s"),
+        ("multi_ttft_p50_s", f"{STREAMS} streams TTFT p50 s"),
+        ("single_tokens", "tokens per single run"),
+    ):
+        mine, peer = ours[key], (theirs or {}).get(key)
+        ratio = f"{mine / peer:.2f}x" if peer else "-"
+        print(f"| {label} | {mine:.2f} | {'-' if peer is None else f'{peer:.2f}'} | {ratio} |")
+    print(json.dumps({"threads": threads, "sutazai": ours, "llama_server": theirs, "note": note}))
+
+
+if __name__ == "__main__":
+    main()
