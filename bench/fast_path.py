@@ -13,11 +13,12 @@ its figures; this script runs them one after another (never two at once: they sh
 cores), keeps their tables in the log and puts one row per target in the summary, with the
 peer each is measured against beside it:
 
-  ingress          bench/ingress.py --peer: the same ingress app under plain uvicorn
-  users            bench/thousand_users.py: 1,000 keep-alive clients, 1,000 idle SSE streams
-  mcp              bench/mcp_latency.py: a direct MCP ClientSession over stdio
   engine           bench/llama_server_peer.py: llama.cpp's own llama-server, same GGUF
+                   (first: the machine is quietest before the load tests)
+  ingress          bench/ingress.py --peer: the same ingress app under plain uvicorn
+  mcp              bench/mcp_latency.py: a direct MCP ClientSession over stdio
   overload         here: a flood of the model deployment beyond its sized queue
+  users            bench/thousand_users.py: 1,000 keep-alive clients, 1,000 idle SSE streams
 
 The load generator each part used and the machine's load at the start are in the table.
 """
@@ -81,6 +82,18 @@ def start_app(data_dir: Path, port: int) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the app did not become ready in 600 s")
 
 
+def embedded_urls(data_dir: Path) -> tuple[str | None, str | None]:
+    """The Postgres and Redis URLs the app printed when it came up (its embedded servers)."""
+    database = redis = None
+    for line in (data_dir / "bench-app.log").read_text(errors="replace").splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == "Postgres":
+            database = words[1]
+        elif len(words) == 2 and words[0] == "Redis":
+            redis = words[1]
+    return database, redis
+
+
 def stop_app(process: subprocess.Popen) -> float:
     started = time.perf_counter()
     process.send_signal(signal.SIGTERM)
@@ -107,10 +120,10 @@ def warm_up(base: str, token: str) -> None:
     """One completion, retried until the model answers (its replica may still be loading)."""
     headers = {"Authorization": f"Bearer {token}"}
     deadline = time.monotonic() + 300
+    model = httpx.get(f"{base}/api/v1/models", headers=headers, timeout=30).json()["items"][0]["name"]
     while True:
-        response = httpx.post(
-            f"{base}/v1/completions", json={"prompt": "Hello", "max_tokens": 4}, headers=headers, timeout=120
-        )
+        body = {"prompt": "Hello", "max_tokens": 4, "model": model}
+        response = httpx.post(f"{base}/v1/completions", json=body, headers=headers, timeout=120)
         if response.status_code == 200 or time.monotonic() > deadline:
             response.raise_for_status()
             return
@@ -317,8 +330,12 @@ def main() -> None:
     else:
         started = time.perf_counter()
         process, base = start_app(data_dir, args.port)
-        token = api_key(base, data_dir)
-        warm_up(base, token)
+        try:
+            token = api_key(base, data_dir)
+            warm_up(base, token)
+        except BaseException:
+            stop_app(process)
+            raise
         header += f"; app started by this run in {time.perf_counter() - started:.0f} s"
 
     from sutazai import cli
@@ -330,14 +347,21 @@ def main() -> None:
     quick = args.quick
     results: dict[str, dict[str, Any]] = {}
     try:
+        if "engine" not in args.skip and (BENCH / "llama_server_peer.py").exists():
+            cmd = [py, str(BENCH / "llama_server_peer.py"), "--base-url", base, "--token", token]
+            cmd += ["--llama-server", args.llama_server] if args.llama_server else []
+            results["engine"] = run_part("engine", cmd, 1200)
         if "ingress" not in args.skip:
             cmd = [py, str(BENCH / "ingress.py"), "--base-url", base, "--token", token, "--peer"]
             cmd += ["--data-dir", str(data_dir), "--duration", "5" if quick else "10"]
+            database_url, redis_url = embedded_urls(data_dir) if process else (None, None)
+            database_url = database_url or os.environ.get("DATABASE_URL")
+            redis_url = redis_url or os.environ.get("REDIS_URL")
+            if database_url and redis_url:  # the peer needs the app's databases; without them, no peer
+                cmd += ["--database-url", database_url, "--redis-url", redis_url]
+            else:
+                cmd.remove("--peer")
             results["ingress"] = run_part("ingress", cmd, 900, ray_env)
-        if "users" not in args.skip and (BENCH / "thousand_users.py").exists():
-            cmd = [py, str(BENCH / "thousand_users.py"), "--base-url", base, "--token", token]
-            cmd += ["--data-dir", str(data_dir)] + (["--quick"] if quick else [])
-            results["users"] = run_part("users", cmd, 900, ray_env)
         if "mcp" not in args.skip:
             cmd = [py, str(BENCH / "mcp_latency.py"), "--base-url", base, "--token", token]
             cmd += ["--ray-address", ray_env["RAY_ADDRESS"], "--calls", "100" if quick else "300"]
@@ -349,10 +373,10 @@ def main() -> None:
             print("\n## overload", file=sys.stderr, flush=True)
             results["overload"] = asyncio.run(overload(base, token, model, flood=48 if quick else 96))
             print(json.dumps(results["overload"]), file=sys.stderr, flush=True)
-        if "engine" not in args.skip and (BENCH / "llama_server_peer.py").exists():
-            cmd = [py, str(BENCH / "llama_server_peer.py"), "--base-url", base, "--token", token]
-            cmd += ["--llama-server", args.llama_server] if args.llama_server else []
-            results["engine"] = run_part("engine", cmd, 1200)
+        if "users" not in args.skip and (BENCH / "thousand_users.py").exists():
+            cmd = [py, str(BENCH / "thousand_users.py"), "--base-url", base, "--token", token]
+            cmd += ["--data-dir", str(data_dir)] + (["--quick"] if quick else [])
+            results["users"] = run_part("users", cmd, 900, ray_env)
     finally:
         if process is not None:
             took = stop_app(process)

@@ -221,7 +221,10 @@ async def sse_part(base: str, keys: list[str], args: argparse.Namespace) -> dict
     # A task's events are its owner's: each owner submits one task and opens its share of the
     # streams (at most `--streams-per-user`, under the 120/min of role user), one key carrying
     # them all when the limits are lifted.
-    owners = keys[: max(1, math.ceil(args.streams / args.streams_per_user))] if len(keys) > 1 else keys
+    # One task per `--streams-per-user` streams even when one key carries them all: a lone task
+    # of a fast agent can end before the hold, and its streams with it.
+    tasks_needed = max(1, math.ceil(args.streams / args.streams_per_user))
+    owners = keys[:tasks_needed] if len(keys) > 1 else keys * tasks_needed
     limits = httpx.Limits(max_connections=args.streams + 10, max_keepalive_connections=args.streams + 10)
     timeout = httpx.Timeout(args.hold + 60, connect=30)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout) as client:

@@ -121,7 +121,7 @@ def size_model_file(data: dict[str, Any], free_cpus: float, free_memory: int, gp
     cpu = {**(data.get("cpu") or {})}
     deployment = {**(data.get("deployment") or {})}
 
-    if num_cpus > free_cpus + 1e-9:
+    if num_cpus > free_cpus + 1e-9 and data.get("enabled", True):
         logger.warning(
             "%s asks %g CPUs a replica but only %g are left beside the rest of the app: it cannot be placed",
             data.get("name"),
