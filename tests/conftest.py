@@ -20,6 +20,9 @@ from tests.helpers import app_for, database_url_named, free_port
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
+# One ingress replica for the session app (the default's second one serves 1,000 clients, not a
+# test suite, and on 2 cores it slows every other test); `sutazai run` tests inherit it.
+os.environ.setdefault("SUTAZAI_INGRESS_MIN_REPLICAS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +75,8 @@ def app_env(backing_services, data_dir) -> dict[str, str]:
         # Short leases and backoffs, so a task whose runner died is retried within seconds.
         "SUTAZAI_TASK_LEASE_S": "6",
         "SUTAZAI_TASK_RETRY_BACKOFF_S": "0.2",
+        # The session's users log in once: their access tokens must outlive the whole suite.
+        "SUTAZAI_ACCESS_TOKEN_TTL_S": "7200",
     }
 
 

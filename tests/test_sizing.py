@@ -136,6 +136,7 @@ def test_the_default_app_leaves_the_cpu_model_its_core_on_a_two_core_laptop():
     from sutazai.settings import Settings
     from sutazai.sizing import app_reserved_cpus
 
-    reserved = app_reserved_cpus(Settings(_env_file=None))
+    defaults = {name: Settings.model_fields[name].default for name in ("ingress_min_replicas", "ingress_num_cpus")}
+    reserved = app_reserved_cpus(Settings(_env_file=None, **defaults))  # the defaults, not the test session's
     embedder = yaml.safe_load((PROJECT_ROOT / "models" / "minilm-l6.yaml").read_text())["resources"]["num_cpus"]
     assert 2 - reserved - embedder >= 1

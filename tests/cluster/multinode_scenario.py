@@ -53,10 +53,12 @@ def main() -> dict[str, Any]:
     from deployments.app import cpu_model_deployment
     from sutazai.catalog import ModelSpec
     from sutazai.schemas.engine import GenerationRequest
+    from sutazai.sizing import Machine, size_model_files
 
     data = yaml.safe_load((ROOT / "models" / "gemma3-270m.yaml").read_text())
     data["resources"] = {"num_cpus": 0.5, "custom": {"fake_gpu": 1}}
     data["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
+    data = size_model_files([data], Machine(cpus=2, memory_bytes=4 << 30))[0]  # the file's `auto`s
     spec = ModelSpec.model_validate(data)
     assert spec.ray_actor_options()["resources"] == {"fake_gpu": 1}
 
