@@ -111,8 +111,10 @@ class Dispatcher:
                     logger.warning("claiming tasks failed: %s", exc)
                 if listener is None or listener.is_closed():
                     listener = await self._listen()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.limits.poll_s)
+                try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that
+                    # lands as the wait ends, and this loop then never stops (a test hung on it)
+                    async with asyncio.timeout(self.limits.poll_s):
+                        await self._wake.wait()
                 except TimeoutError:  # retries whose backoff ended, a lost notification: look at every kind
                     self._queued.update(KINDS)
                 self._wake.clear()

@@ -75,8 +75,9 @@ class TaskEventHub:
 
     @staticmethod
     async def wait(event: asyncio.Event, timeout_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+        with contextlib.suppress(TimeoutError):  # asyncio.timeout: 3.11's wait_for can swallow a cancel
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
         event.clear()
 
     async def close(self) -> None:
