@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from serving import wait_healthy  # bench/serving.py: scripts here run from bench/
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -68,18 +69,12 @@ def start_app(data_dir: Path, port: int) -> tuple[subprocess.Popen, str]:
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the app exited ({process.returncode}); see {data_dir / 'bench-app.log'}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    stop_app(process)
-    raise SystemExit("the app did not become ready in 600 s")
+    try:
+        wait_healthy(process, base, 600, f"the app (log: {data_dir / 'bench-app.log'})", poll_s=1)
+    except SystemExit:
+        stop_app(process)  # SIGTERM: `sutazai run` stops its Ray, HAProxy and databases too
+        raise
+    return process, base
 
 
 def embedded_urls(data_dir: Path) -> tuple[str | None, str | None]:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from serving import wait_healthy  # bench/serving.py: scripts here run from bench/
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT = {
@@ -194,18 +195,8 @@ def start_peer(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     port = cli._free_port()
     process = subprocess.Popen([sys.executable, __file__, "--serve-peer", str(port)], env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("the peer exited")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit("the peer did not start")
+    wait_healthy(process, base, 120, "the uvicorn peer")
+    return process, base
 
 
 # ---- report ------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from serving import wait_healthy  # bench/serving.py: scripts here run from bench/
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -112,18 +113,8 @@ def start_llama_server(binary: Path, gguf: Path, threads: int, context: int) -> 
     cmd += ["-c", str(context * STREAMS), "--host", "127.0.0.1", "--port", str(port), "--no-webui"]
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"llama-server exited ({process.returncode}): {' '.join(cmd)}")
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit("llama-server did not start in 120 s")
+    wait_healthy(process, base, 120, f"llama-server ({' '.join(cmd)})")
+    return process, base
 
 
 def main() -> None:
