@@ -16,12 +16,17 @@ from sutazai.settings import PROJECT_ROOT
 PROMPTS = ["Once upon a time", "The history of the city", "Here is a recipe for bread:", "In the year 2050,"]
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
+def batched_engine(tmp_path_factory, sequences: int) -> LlamaBatchEngine:
+    """The shipped model on the batched engine with `sequences` sequences and one thread."""
     spec = ModelCatalog.load(PROJECT_ROOT / "models").get("gemma3-270m")
     gguf: Path = resolve_model_path(spec, tmp_path_factory.mktemp("models"))
-    cpu = CPUOptions(engine="batched", max_sequences=4, threads=1)
-    engine = LlamaBatchEngine(spec.model_copy(update={"source": ModelSource(path=str(gguf)), "cpu": cpu}), gguf)
+    cpu = CPUOptions(engine="batched", max_sequences=sequences, threads=1)
+    return LlamaBatchEngine(spec.model_copy(update={"source": ModelSource(path=str(gguf)), "cpu": cpu}), gguf)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    engine = batched_engine(tmp_path_factory, 4)
     yield engine
     engine.close()
 
@@ -151,10 +156,7 @@ def chat(*turns: str, **kw) -> GenerationRequest:
 
 @pytest.fixture(scope="module")
 def cold(tmp_path_factory):
-    spec = ModelCatalog.load(PROJECT_ROOT / "models").get("gemma3-270m")
-    gguf: Path = resolve_model_path(spec, tmp_path_factory.mktemp("models"))
-    cpu = CPUOptions(engine="batched", max_sequences=2, threads=1)
-    engine = LlamaBatchEngine(spec.model_copy(update={"source": ModelSource(path=str(gguf)), "cpu": cpu}), gguf)
+    engine = batched_engine(tmp_path_factory, 2)
     yield engine
     engine.close()
 
