@@ -167,8 +167,7 @@ class Reservation:
             return
         self.settled = True
         limiter, limits = self.caller.services.limiter, self.caller.token_limits()
-        await limiter.add(TOKENS, limits, self.used.total_tokens - self.tokens)
-        await limiter.release(self.caller.slot_bucket())
+        await limiter.settle(self.caller.slot_bucket(), TOKENS, limits, self.used.total_tokens - self.tokens)
 
 
 @dataclass(frozen=True)
@@ -177,6 +176,7 @@ class ModelCaller:
 
     principal: Principal
     services: Services
+    state: Any  # the request's state: the token decision goes there, for the X-RateLimit-*-Tokens headers
 
     def token_limits(self) -> list[Limit]:
         return self.principal.token_limits(self.services.settings)
@@ -189,22 +189,30 @@ class ModelCaller:
     def slot_bucket(self) -> str:
         return f"user:{self.principal.user_id}"
 
+    async def check_budget(self) -> None:
+        """429 when the tokens-per-minute budget is spent (for work that reserves nothing here)."""
+        decision = await self.services.limiter.check(TOKENS, self.token_limits())
+        self.state.token_rate_limit = decision
+        if not decision.allowed:
+            raise token_limited(decision, f"token limit of {decision.limit} tokens per minute exceeded")
+
     async def reserve(self, requests: list[GenerationRequest]) -> Reservation:
         """Hold a concurrency slot and prompt + max_tokens of the budget (429 when either is
-        exhausted), so parallel requests cannot all pass a check that only one can afford."""
+        exhausted), so parallel requests cannot all pass a check that only one can afford.
+        One round trip to Redis; taken all or nothing."""
         limiter, settings = self.services.limiter, self.services.settings
-        if not await limiter.acquire(self.slot_bucket(), settings.max_concurrent_model_requests):
+        prompt = sum(r.estimated_prompt_tokens() for r in requests)
+        tokens = prompt + sum(r.max_tokens for r in requests)
+        cap = settings.max_concurrent_model_requests
+        decision = await limiter.reserve(self.slot_bucket(), cap, TOKENS, self.token_limits(), tokens)
+        if decision is None:
             raise RateLimited(
-                f"at most {settings.max_concurrent_model_requests} model requests at once; wait for one to finish",
+                f"at most {cap} model requests at once; wait for one to finish",
                 {"Retry-After": "1"},
                 code="too_many_concurrent_requests",
             )
-        prompt = sum(r.estimated_prompt_tokens() for r in requests)
-        tokens = prompt + sum(r.max_tokens for r in requests)
-        decision = await limiter.hit(TOKENS, self.token_limits(), tokens)
+        self.state.token_rate_limit = decision
         if not decision.allowed:
-            await limiter.add(TOKENS, self.token_limits(), -tokens)
-            await limiter.release(self.slot_bucket())
             limit = decision.limit
             raise token_limited(decision, f"token limit of {limit} tokens per minute: this request may need {tokens}")
         return Reservation(self, prompt, tokens)
@@ -224,12 +232,9 @@ class ModelCaller:
 
 
 async def model_caller(request: Request, services: ServicesDep, principal: UserDep) -> ModelCaller:
-    """A user whose tokens-per-minute budget is not spent (429 otherwise)."""
-    decision = await services.limiter.check(TOKENS, principal.token_limits(services.settings))
-    request.state.token_rate_limit = decision
-    if not decision.allowed:
-        raise token_limited(decision, f"token limit of {decision.limit} tokens per minute exceeded")
-    return ModelCaller(principal, services)
+    """A user who may run models. The budget is checked by `reserve` (or `check_budget`), in
+    the same round trip to Redis that takes the tokens."""
+    return ModelCaller(principal, services, request.state)
 
 
 model_caller.required_role = "user"  # type: ignore[attr-defined]

@@ -155,6 +155,7 @@ async def submit_batch_job(request: Request, caller: ModelCallerDep, services: S
     """Store the input under jobs_dir/<job id>/input.jsonl and submit the batch entrypoint as a
     Ray job; 202 with the job (Location: its URL). Poll it for status and progress."""
     settings = services.settings
+    await caller.check_budget()
     data, _, options = await _submission(request, settings.max_body_bytes)
     lines = sum(1 for raw in data.splitlines() if raw.strip())
     if lines == 0:

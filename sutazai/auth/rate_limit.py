@@ -3,9 +3,10 @@
 Counters live in Redis (`INCRBY` + `EXPIRE`, keys `<prefix><kind>:<bucket>:<window_s>:<n>`),
 one round trip per decision: a pipeline for `hit`, and for `gate` (is anything left in
 these buckets? then count in those) one Lua script, so an authenticated request costs
-a single call to Redis. Which buckets apply to a caller is not decided
-here: a principal names its own limits (`Principal.request_limits`), and login names its
-buckets (`login_limits`).
+a single call to Redis; a model call costs two more, `reserve` (a concurrency slot and
+its tokens, one script) and `settle` (the tokens really used and the slot back, one
+pipeline). Which buckets apply to a caller is not decided here: a principal names its
+own limits (`Principal.request_limits`), and login names its buckets (`login_limits`).
 
 If Redis fails, the limiter counts in this process's memory instead: each
 replica then enforces the limit on its own share of traffic, which is far better
@@ -94,6 +95,33 @@ return out
 """
 
 
+# KEYS: the slot key, then the token keys. ARGV: cap, slot TTL, amount, then a limit and a TTL
+# per token key. Returns {status, slots, counts...}: 0 reserved, 1 no slot, 2 over a token
+# limit (the counts are with this request; nothing stays taken unless status is 0).
+RESERVE_SCRIPT = """
+local cap = tonumber(ARGV[1])
+local amount = tonumber(ARGV[3])
+local slots = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+if slots > cap then
+  redis.call('DECR', KEYS[1])
+  return {1, slots - 1}
+end
+local out = {0, slots}
+for i = 2, #KEYS do
+  local v = redis.call('INCRBY', KEYS[i], amount)
+  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[2 * i + 1]))
+  out[i + 1] = v
+  if v > tonumber(ARGV[2 * i]) then out[1] = 2 end
+end
+if out[1] == 2 then
+  for i = 2, #KEYS do redis.call('DECRBY', KEYS[i], amount) end
+  redis.call('DECR', KEYS[1])
+end
+return out
+"""
+
+
 def rate_limited(decision: Decision, message: str, *, code: str = "rate_limited", suffix: str = "") -> RateLimited:
     return RateLimited(message, decision.headers(suffix), code=code)
 
@@ -151,6 +179,7 @@ class RateLimiter:
         self._clock = clock
         self._redis_down_until = 0.0
         self._gate_script = redis.register_script(GATE_SCRIPT) if redis is not None else None
+        self._reserve_script = redis.register_script(RESERVE_SCRIPT) if redis is not None else None
 
     # -- windows -----------------------------------------------------------------
 
@@ -213,6 +242,56 @@ class RateLimiter:
 
     # -- concurrency slots ----------------------------------------------------------
 
+    async def reserve(self, bucket: str, cap: int, kind: str, limits: list[Limit], amount: int) -> Decision | None:
+        """`acquire(bucket, cap)` and `hit(kind, limits, amount)` in one round trip, all or nothing.
+
+        None when all `cap` slots are in use; else the tokens' decision (refused: nothing taken)."""
+        now = self._clock()
+        slot = f"{self.prefix}{CONCURRENT}:{bucket}"
+        keys, resets = self._keys(kind, limits, now)
+        ttls = [max(2 * lim.window_s, 1) for lim in limits]
+
+        async def redis_op() -> list[int]:
+            assert self._reserve_script is not None
+            args: list[int] = [cap, SLOT_TTL_S, amount]
+            for lim, ttl in zip(limits, ttls, strict=True):
+                args += [lim.limit, ttl]
+            out = await self._reserve_script(keys=[slot, *keys], args=args)
+            return [int(v) for v in out]
+
+        def memory_op() -> list[int]:
+            (slots,) = self.memory.incr([slot], 1, [now + SLOT_TTL_S], now)
+            if slots > cap:
+                self.memory.incr([slot], -1, [now + SLOT_TTL_S], now)
+                return [1, slots - 1]
+            counts = self.memory.incr(keys, amount, [now + r for r in resets], now)
+            if any(c > lim.limit for c, lim in zip(counts, limits, strict=True)):
+                self.memory.incr(keys, -amount, [now + r for r in resets], now)
+                self.memory.incr([slot], -1, [now + SLOT_TTL_S], now)
+                return [2, slots, *counts]
+            return [0, slots, *counts]
+
+        out, backend = await self._run(redis_op(), memory_op)
+        if out[0] == 1:
+            return None
+        if not limits:
+            return UNLIMITED
+        return _decide(limits, out[2:], resets, backend, inclusive=True)
+
+    async def settle(self, bucket: str, kind: str, limits: list[Limit], amount: int) -> None:
+        """Give back the slot of `reserve` and count `amount` more (negative: less) tokens, in one
+        round trip."""
+        now = self._clock()
+        slot = f"{self.prefix}{CONCURRENT}:{bucket}"
+        keys, resets = self._keys(kind, limits, now) if amount else ([], [])
+        ttls = [max(2 * lim.window_s, 1) for lim in limits] if amount else []
+
+        def memory_op() -> list[int]:
+            self.memory.incr(keys, amount, [now + r for r in resets], now)
+            return self.memory.incr([slot], -1, [now + SLOT_TTL_S], now)
+
+        await self._run(self._redis_incr([*keys, slot], [*([amount] * len(keys)), -1], [*ttls, SLOT_TTL_S]), memory_op)
+
     async def acquire(self, bucket: str, cap: int) -> bool:
         """Take one of `cap` concurrent slots of `bucket`; False (and nothing taken) when all are in use."""
         key = f"{self.prefix}{CONCURRENT}:{bucket}"
@@ -242,11 +321,12 @@ class RateLimiter:
             resets.append(max(1, math.ceil((window + 1) * lim.window_s - now)))
         return keys, resets
 
-    async def _redis_incr(self, keys: list[str], amount: int, ttls: list[int]) -> list[int]:
+    async def _redis_incr(self, keys: list[str], amount: int | list[int], ttls: list[int]) -> list[int]:
         assert self.redis is not None
+        amounts = amount if isinstance(amount, list) else [amount] * len(keys)
         pipe = self.redis.pipeline(transaction=False)
-        for key, ttl in zip(keys, ttls, strict=True):
-            pipe.incrby(key, amount)
+        for key, by, ttl in zip(keys, amounts, ttls, strict=True):
+            pipe.incrby(key, by)
             pipe.expire(key, ttl)
         results = await pipe.execute()
         return [int(v) for v in results[0::2]]
@@ -263,7 +343,8 @@ class RateLimiter:
             redis_op.close()
             return memory_op(), "memory"
         try:
-            return await asyncio.wait_for(redis_op, self.timeout_s), "redis"
+            async with asyncio.timeout(self.timeout_s):  # not wait_for: no extra task per call
+                return await redis_op, "redis"
         except (TimeoutError, RedisError, OSError) as exc:
             self._redis_down_until = time.monotonic() + RETRY_REDIS_AFTER_S
             logger.warning(

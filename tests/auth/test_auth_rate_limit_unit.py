@@ -128,3 +128,43 @@ async def test_gate_checks_then_counts_in_one_call_and_counts_nothing_when_refus
         async for key in client.scan_iter(match=f"{prefix}*"):
             await client.delete(key)
         await client.aclose()
+
+
+async def test_reserve_takes_a_slot_and_tokens_in_one_call_all_or_nothing():
+    from sutazai.auth.rate_limit import TOKENS
+
+    async def run(limiter: RateLimiter) -> None:
+        budget = [Limit("user:a", 100)]
+        first = await limiter.reserve("user:a", 2, TOKENS, budget, 60)
+        assert first is not None and first.allowed and first.remaining == 40
+        over = await limiter.reserve("user:a", 2, TOKENS, budget, 60)  # 120 > 100: refused, nothing kept
+        assert over is not None and not over.allowed and over.headers()["Retry-After"]
+        assert (await limiter.check(TOKENS, budget)).remaining == 40
+        second = await limiter.reserve("user:a", 2, TOKENS, budget, 10)
+        assert second is not None and second.allowed  # the refused one gave its slot back
+        assert await limiter.reserve("user:a", 2, TOKENS, budget, 1) is None  # both slots in use
+        assert (await limiter.check(TOKENS, budget)).remaining == 30  # the slotless one took no tokens
+        await limiter.settle("user:a", TOKENS, budget, 5 - 60)  # the first used 5 of its 60
+        assert (await limiter.check(TOKENS, budget)).remaining == 85
+        third = await limiter.reserve("user:a", 2, TOKENS, budget, 1)
+        assert third is not None and third.allowed  # its slot came back
+
+    await run(RateLimiter(None, clock=Clock(6000)))
+
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from tests.helpers import REDIS_URL
+
+    client = aioredis.from_url(REDIS_URL)
+    prefix = f"reservetest-{uuid.uuid4().hex[:8]}:"
+    try:
+        limiter = RateLimiter(client, prefix=prefix, clock=Clock(6000))
+        await run(limiter)
+        assert limiter.memory.get([f"{prefix}conc:user:a"], 6000) == [0]  # all of it in Redis
+        assert int(await client.get(f"{prefix}conc:user:a")) == 2
+    finally:
+        async for key in client.scan_iter(match=f"{prefix}*"):
+            await client.delete(key)
+        await client.aclose()
