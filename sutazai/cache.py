@@ -24,6 +24,14 @@ HITS = "sutazai:cache-stats:hits"
 MISSES = "sutazai:cache-stats:misses"
 
 
+# KEYS: the entry, the hits counter, the misses counter. The entry (or nil), counted: one round trip.
+GET_SCRIPT = """
+local raw = redis.call('GET', KEYS[1])
+if raw then redis.call('INCR', KEYS[2]) else redis.call('INCR', KEYS[3]) end
+return raw
+"""
+
+
 def is_deterministic(request: GenerationRequest) -> bool:
     return request.temperature == 0.0 or request.seed is not None
 
@@ -44,13 +52,13 @@ class ResponseCache:
         self.client = client
         self.ttl_s = ttl_s
         self.enabled = enabled
+        self._get_script = client.register_script(GET_SCRIPT)
 
     async def get(self, model: str, request: GenerationRequest, scope: str = SHARED) -> GenerationResult | None:
         if not (self.enabled and is_deterministic(request)):
             return None
         try:
-            raw = await self.client.get(cache_key(model, request, scope))
-            await self.client.incr(HITS if raw is not None else MISSES)
+            raw = await self._get_script(keys=[cache_key(model, request, scope), HITS, MISSES])
         except (RedisError, OSError) as exc:
             logger.warning("cache bypassed (redis unavailable): %s", exc)
             return None
