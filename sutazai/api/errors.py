@@ -120,6 +120,10 @@ DEPENDENCY_DOWN: tuple[type[Exception], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A pooled connection the server has just closed (its FATAL "terminating connection" read,
+    # its EOF not yet): asyncpg refuses the next query with "cannot switch to state 12;
+    # another operation (2) is in progress" (2: consuming that error). Seen when Postgres stops.
+    asyncpg.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
