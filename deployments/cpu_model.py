@@ -38,8 +38,12 @@ class CPUModelServer:
         started = time.perf_counter()
         path = resolve_model_path(self.spec, get_settings().data_dir)
         # The model file picks the engine (`cpu.engine`); both answer the same methods.
-        engine = LlamaBatchEngine if self.spec.cpu.engine == "batched" else LlamaCppEngine
-        self.engine = engine(self.spec, path)
+        if self.spec.cpu.engine == "batched":
+            self.engine: LlamaBatchEngine | LlamaCppEngine = LlamaBatchEngine(
+                self.spec, path, kv_unified=self.spec.cpu.kv_unified
+            )
+        else:
+            self.engine = LlamaCppEngine(self.spec, path)
         logger.info(
             "model %s (%s engine) loaded from %s in %.2fs",
             self.spec.name,

@@ -109,6 +109,9 @@ INTER_TOKEN_LATENCY = Metric(
     TOKEN_BUCKETS,
 )
 PROMPT_TOKENS = Metric("counter", "sutazai_prompt_tokens", "Prompt tokens processed.", ("model",))
+PROMPT_TOKENS_CACHED = Metric(
+    "counter", "sutazai_prompt_tokens_cached", "Prompt tokens reused from the engine's cache, not decoded.", ("model",)
+)
 GENERATION_TOKENS = Metric("counter", "sutazai_generation_tokens", "Tokens generated.", ("model",))
 REQUESTS_RUNNING = Metric(
     "gauge", "sutazai_num_requests_running", "Requests decoding in a slot, per replica.", ("model",)

@@ -127,5 +127,7 @@ def test_cpu_model_files_choose_their_engine_and_declare_their_sampling():
     assert (plain.cpu.engine, plain.cpu.threads) == ("slots", None)
     batched = ModelSpec.model_validate(base | {"cpu": {"engine": "batched", "max_sequences": 4, "threads": 2}})
     assert (batched.cpu.engine, batched.cpu.max_sequences, batched.cpu.threads) == ("batched", 4, 2)
+    assert not batched.cpu.kv_unified  # seeds reproduce their text unless a file says otherwise
+    assert ModelSpec.model_validate(base | {"cpu": {"engine": "batched", "kv_unified": True}}).cpu.kv_unified
     with pytest.raises(ValueError):
         ModelSpec.model_validate(base | {"cpu": {"engine": "turbo"}})

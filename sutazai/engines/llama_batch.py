@@ -41,7 +41,7 @@ from llama_cpp import _internals, _logger
 from sutazai import metrics
 from sutazai.catalog import ModelSpec
 from sutazai.engines.llama_cpp import LlamaCppEngine, _held_back
-from sutazai.schemas.engine import EngineError, GenerationChunk, GenerationRequest, Usage
+from sutazai.schemas.engine import EngineError, GenerationChunk, GenerationRequest, PromptTokensDetails, Usage
 
 logger = logging.getLogger("sutazai.engine.llama_batch")
 
@@ -529,10 +529,15 @@ class LlamaBatchEngine(LlamaCppEngine):
                 else:
                     finish, completion_tokens = item
                     metrics.PROMPT_TOKENS.record(len(prompt), model=model)
+                    metrics.PROMPT_TOKENS_CACHED.record(seq.reused, model=model)
                     metrics.GENERATION_TOKENS.record(completion_tokens, model=model)
                     yield GenerationChunk(
                         finish_reason=finish,
-                        usage=Usage(prompt_tokens=len(prompt), completion_tokens=completion_tokens),
+                        usage=Usage(
+                            prompt_tokens=len(prompt),
+                            completion_tokens=completion_tokens,
+                            prompt_tokens_details=PromptTokensDetails(cached_tokens=seq.reused),
+                        ),
                     )
                     return
         finally:

@@ -50,11 +50,19 @@ class GenerationRequest(BaseModel):
         return self
 
 
+class PromptTokensDetails(BaseModel):
+    """OpenAI's `usage.prompt_tokens_details`: how many prompt tokens came from the engine's cache."""
+
+    cached_tokens: int = 0
+
+
 class Usage(BaseModel):
-    """Token counts; the same shape in our responses and OpenAI's."""
+    """Token counts; the same shape in our responses and OpenAI's. `prompt_tokens_details` is
+    set by engines that reuse a cached prompt prefix (the CPU engine), as vLLM's server does."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -62,9 +70,14 @@ class Usage(BaseModel):
         return self.prompt_tokens + self.completion_tokens
 
     def __add__(self, other: Usage) -> Usage:
+        details = None
+        if self.prompt_tokens_details is not None or other.prompt_tokens_details is not None:
+            cached = sum(u.prompt_tokens_details.cached_tokens for u in (self, other) if u.prompt_tokens_details)
+            details = PromptTokensDetails(cached_tokens=cached)
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            prompt_tokens_details=details,
         )
 
 

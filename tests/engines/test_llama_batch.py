@@ -16,12 +16,14 @@ from sutazai.settings import PROJECT_ROOT
 PROMPTS = ["Once upon a time", "The history of the city", "Here is a recipe for bread:", "In the year 2050,"]
 
 
-def batched_engine(tmp_path_factory, sequences: int) -> LlamaBatchEngine:
+def batched_engine(tmp_path_factory, sequences: int, **options) -> LlamaBatchEngine:
     """The shipped model on the batched engine with `sequences` sequences and one thread."""
     spec = ModelCatalog.load(PROJECT_ROOT / "models").get("gemma3-270m")
     gguf: Path = resolve_model_path(spec, tmp_path_factory.mktemp("models"))
     cpu = CPUOptions(engine="batched", max_sequences=sequences, threads=1)
-    return LlamaBatchEngine(spec.model_copy(update={"source": ModelSource(path=str(gguf)), "cpu": cpu}), gguf)
+    return LlamaBatchEngine(
+        spec.model_copy(update={"source": ModelSource(path=str(gguf)), "cpu": cpu}), gguf, **options
+    )
 
 
 @pytest.fixture(scope="module")
@@ -170,10 +172,13 @@ async def test_a_second_turn_feeds_only_its_new_tokens_and_says_what_a_cold_engi
     second = chat(history, answer, "And about mountains?")
     prompt, _, _ = engine.prepare(second)
     fed, reused = engine.tokens_fed, engine.tokens_reused
-    warm_text = (await engine.generate(second)).text
+    warm = await engine.generate(second)
+    warm_text = warm.text
     new_fed, new_reused = engine.tokens_fed - fed, engine.tokens_reused - reused
     assert len(engine.prepare(first)[0]) > engine.n_batch
     assert new_reused == len(prompt) // engine.n_batch * engine.n_batch > 0
+    assert warm.usage.prompt_tokens_details is not None
+    assert warm.usage.prompt_tokens_details.cached_tokens == new_reused  # as OpenAI's usage reports it
     assert new_fed + new_reused == len(prompt)
     cold_fed = cold.tokens_fed
     cold_text = (await cold.generate(second)).text
@@ -211,3 +216,19 @@ async def test_a_cancel_mid_prompt_leaves_the_engine_usable(engine):
     result = await engine.generate(long)
     assert result.usage.completion_tokens == 4
     assert result.text == (await engine.generate(long)).text
+
+
+async def test_the_unified_kv_engine_serves_concurrent_requests_with_exact_counts(tmp_path_factory):
+    # cpu.kv_unified: prompt chunks share the decode tokens' batch; no seed promise, the rest holds
+    unified = batched_engine(tmp_path_factory, 4, kv_unified=True)
+    try:
+        requests = [req(p, max_tokens=12, seed=i) for i, p in enumerate(PROMPTS[:4])]
+        results = await asyncio.gather(*(streamed(unified, r) for r in requests))
+        for text, final in results:
+            assert final.finish_reason in ("length", "stop") and final.usage is not None
+            if final.finish_reason == "length":
+                assert final.usage.completion_tokens == 12
+            assert text
+        await idle(unified)
+    finally:
+        unified.close()
