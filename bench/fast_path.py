@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -43,6 +44,13 @@ from serving import wait_healthy  # bench/serving.py: scripts here run from benc
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 LIFTED_LIMITS = json.dumps({"admin": 10_000_000, "user": 10_000_000, "viewer": 10_000_000})
+# The app's limits, lifted; the uvicorn peer of the ingress part gets the same (it shares the
+# app's Redis counters: with the default limits it would refuse what the app's run spent).
+BENCH_LIMITS = {
+    "SUTAZAI_RATE_LIMIT_REQUESTS_PER_MINUTE": LIFTED_LIMITS,
+    "SUTAZAI_RATE_LIMIT_TOKENS_PER_MINUTE": LIFTED_LIMITS,
+    "SUTAZAI_MAX_CONCURRENT_MODEL_REQUESTS": "100000",  # the model's own back-pressure answers
+}
 
 
 # ---- the app -------------------------------------------------------------------------------
@@ -52,9 +60,7 @@ def start_app(data_dir: Path, port: int) -> tuple[subprocess.Popen, str]:
     env = os.environ | {
         "SUTAZAI_DATA_DIR": str(data_dir),
         "SUTAZAI_PORT": str(port),
-        "SUTAZAI_RATE_LIMIT_REQUESTS_PER_MINUTE": LIFTED_LIMITS,
-        "SUTAZAI_RATE_LIMIT_TOKENS_PER_MINUTE": LIFTED_LIMITS,
-        "SUTAZAI_MAX_CONCURRENT_MODEL_REQUESTS": "100000",  # the model's own back-pressure answers
+        **BENCH_LIMITS,
     }
     for name in ("DATABASE_URL", "REDIS_URL", "RAY_ADDRESS"):  # the embedded default, as `make run`
         env.pop(name, None)
@@ -157,10 +163,11 @@ async def overload(base: str, token: str, model: str, flood: int) -> dict[str, A
     limits = httpx.Limits(max_connections=flood, max_keepalive_connections=flood)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=300) as client:
+        seed = random.randrange(1 << 30)  # new to this run: no answer from the response cache
 
         async def one(i: int) -> tuple[int, float, str | None]:
             started = time.perf_counter()
-            response = await client.post("/v1/completions", json=payload | {"seed": i})
+            response = await client.post("/v1/completions", json=payload | {"seed": seed + i})
             return response.status_code, time.perf_counter() - started, response.headers.get("retry-after")
 
         answers = await asyncio.gather(*(one(i) for i in range(flood)))
@@ -284,10 +291,8 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, s
         f"overload: {flood.get('flood', '?')} at once, {flood.get('refused', '?')} refused, p50 of a 503 (ms)",
         p50,
         None,
-        "503 + Retry-After in ms",
-        None
-        if p50 is None
-        else (p50 < 1000 and bool(flood.get("retry_after_on_every_503")) and not flood.get("other")),
+        "503 + Retry-After, p50 < 100 ms",
+        None if p50 is None else (p50 < 100 and bool(flood.get("retry_after_on_every_503")) and not flood.get("other")),
         ".0f",
     )
     add("overload: slowest accepted request (s)", flood.get("accepted_max_s"), None, "reported", None, ".1f")
@@ -356,7 +361,7 @@ def main() -> None:
                 cmd += ["--database-url", database_url, "--redis-url", redis_url]
             else:
                 cmd.remove("--peer")
-            results["ingress"] = run_part("ingress", cmd, 900, ray_env)
+            results["ingress"] = run_part("ingress", cmd, 900, ray_env | BENCH_LIMITS)
         if "mcp" not in args.skip:
             cmd = [py, str(BENCH / "mcp_latency.py"), "--base-url", base, "--token", token]
             cmd += ["--ray-address", ray_env["RAY_ADDRESS"], "--calls", "100" if quick else "300"]

@@ -14,8 +14,8 @@ Postgres, Redis, JWT secret and the running cluster's model handles) under plain
 in a subprocess at the niceness of Ray's workers (settings.worker_niceness), and
 measures the same routes there, for the ratio column.
 
-Load comes from autocannon when it is found (`--autocannon`, $PATH, or `npx --no-install`;
-`npm install autocannon` puts it in node_modules/.bin), else from an async httpx load
+Load comes from autocannon when it is found (`--autocannon`, bench/node_modules where
+`make bench` installs the version bench/package.json pins, $PATH, or `npx --no-install`), else from an async httpx load
 generator in this process (which tops out near 1,500 req/s on one core: it then measures
 itself, not the server). The table says which.
 """
@@ -53,9 +53,9 @@ def find_autocannon(given: str | None) -> list[str] | None:
     if given:
         return [given]
     for candidate in (
+        str(ROOT / "bench/node_modules/.bin/autocannon"),  # `make bench` installs it here (bench/package.json)
         shutil.which("autocannon"),
         str(ROOT / "node_modules/.bin/autocannon"),
-        "/tmp/ac/node_modules/.bin/autocannon",
     ):
         if candidate and Path(candidate).exists():
             return [candidate]

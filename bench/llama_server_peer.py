@@ -20,6 +20,7 @@ import asyncio
 import json
 import math
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -82,10 +83,13 @@ async def measure(base: str, headers: dict[str, str], extra: dict[str, Any], rep
     } | extra
     limits = httpx.Limits(max_connections=STREAMS, max_keepalive_connections=STREAMS)
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=300) as client:
-        await one_stream(client, body | {"seed": 999})  # warm-up
-        singles = [await one_stream(client, body | {"seed": i}) for i in range(repeats)]
+        # seeds new to this run: a seeded request is deterministic, so a seed used before (an
+        # earlier run on the same data) would be answered from SutazAI's response cache
+        seed = random.randrange(1 << 30)
+        await one_stream(client, body | {"seed": seed})  # warm-up
+        singles = [await one_stream(client, body | {"seed": seed + 1 + i}) for i in range(repeats)]
         started = time.perf_counter()
-        many = await asyncio.gather(*(one_stream(client, body | {"seed": 100 + i}) for i in range(STREAMS)))
+        many = await asyncio.gather(*(one_stream(client, body | {"seed": seed + 100 + i}) for i in range(STREAMS)))
         wall = time.perf_counter() - started
     return {
         "single_tok_s": statistics.median(tokens / took for _, took, tokens in singles),
