@@ -40,6 +40,7 @@ from llama_cpp import _internals, _logger
 
 from sutazai import metrics
 from sutazai.catalog import ModelSpec
+from sutazai.engines.cpu_kernels import plain_model_params
 from sutazai.engines.llama_cpp import LlamaCppEngine, _held_back
 from sutazai.schemas.engine import EngineError, GenerationChunk, GenerationRequest, PromptTokensDetails, Usage
 
@@ -147,8 +148,9 @@ class LlamaBatchEngine(LlamaCppEngine):
         self.top_k, self.min_p = sampling.top_k, sampling.min_p
         _logger.set_verbose(False)
         llama_cpp.llama_backend_init()
-        model_params = llama_cpp.llama_model_default_params()
-        model_params.use_extra_bufts = not batch_invariant
+        # batch-invariant: llama.cpp's plain kernels (see cpu_kernels); else its defaults, repacked
+        # and AMX kernels included (bench/cpu_engine.py compares; a VM without working AMX dies of SIGILL)
+        model_params = plain_model_params() if batch_invariant else llama_cpp.llama_model_default_params()
         self._model = _internals.LlamaModel(path_model=str(model_path), params=model_params, verbose=False)
         self.n_batch = max(opts.batch_size, self.max_sequences)
         params = llama_cpp.llama_context_default_params()

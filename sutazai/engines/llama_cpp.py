@@ -30,6 +30,7 @@ from jinja2.exceptions import TemplateError
 
 from sutazai import metrics
 from sutazai.catalog import ModelSpec
+from sutazai.engines.cpu_kernels import plain_kernels_for_llama
 from sutazai.engines.prompts import ChatTemplate
 from sutazai.schemas.engine import (
     EngineError,
@@ -77,18 +78,19 @@ class LlamaCppEngine:
     def __init__(self, spec: ModelSpec, model_path: Path) -> None:
         self.spec = spec
         opts = spec.cpu
-        contexts = [
-            llama_cpp.Llama(
-                model_path=str(model_path),
-                n_ctx=spec.context_length,
-                n_batch=opts.batch_size,
-                n_threads=opts.threads_per_slot,
-                n_threads_batch=opts.threads_per_slot,
-                use_mmap=True,
-                verbose=False,
-            )
-            for _ in range(opts.slots)
-        ]
+        with plain_kernels_for_llama():  # see cpu_kernels: no repacked or AMX kernels
+            contexts = [
+                llama_cpp.Llama(
+                    model_path=str(model_path),
+                    n_ctx=spec.context_length,
+                    n_batch=opts.batch_size,
+                    n_threads=opts.threads_per_slot,
+                    n_threads_batch=opts.threads_per_slot,
+                    use_mmap=True,
+                    verbose=False,
+                )
+                for _ in range(opts.slots)
+            ]
         self._slots: asyncio.Queue[llama_cpp.Llama] = asyncio.Queue()
         for context in contexts:
             self._slots.put_nowait(context)

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import llama_cpp
+import llama_cpp.llama
 import pytest
 
 from sutazai.cache import cache_key, is_deterministic
@@ -71,6 +73,16 @@ def chat(*texts: str, system: str = "Be brief.") -> GenerationRequest:
     messages = [ChatMessage(role="system", content=system)]
     messages += [ChatMessage(role="user" if i % 2 == 0 else "assistant", content=t) for i, t in enumerate(texts)]
     return GenerationRequest(messages=messages, max_tokens=64, temperature=0.0, top_p=1.0)
+
+
+async def test_the_slots_engine_loads_the_model_without_repacked_or_amx_kernels_and_leaves_the_defaults_alone(gguf):
+    # on a VM whose CPU reports AMX that does not run, those kernels kill the process (SIGILL)
+    engine = engine_with(gguf, cpu=CPUOptions(slots=2))
+    contexts = list(engine._slots._queue)  # type: ignore[attr-defined]
+    assert len(contexts) == 2 and not any(c.model_params.use_extra_bufts for c in contexts)
+    assert llama_cpp.llama.llama_cpp.llama_model_default_params().use_extra_bufts
+    result = await engine.generate(_req(prompt="Two plus two is", max_tokens=4, temperature=0.0))
+    assert result.usage.completion_tokens == 4
 
 
 def test_a_huge_history_is_cut_to_the_context_with_one_tokenizer_pass_per_message(gguf):
