@@ -47,6 +47,9 @@ class NoopRunner:
     def __init__(self, runner_id: str, app_name: str) -> None:
         self.store: TaskStore | None = None
 
+    async def warm(self) -> None:
+        return None
+
     async def run(self, task: Task) -> str:
         if self.store is None:
             self.store = TaskStore(await create_pool(os.environ["BENCH_DATABASE_URL"], min_size=1, max_size=8))

@@ -36,6 +36,7 @@ from sutazai.storage.tasks import Task, TaskStore
 logger = logging.getLogger("sutazai.agent_runner")
 
 PING_TIMEOUT_S = 2.0
+READY_TIMEOUT_S = 30.0  # the dispatcher waits at most this long for runners that are starting
 
 
 @ray.remote(max_restarts=0)
@@ -91,6 +92,10 @@ class AgentRunner:
             indexing=indexing,
         )
 
+    async def warm(self) -> None:
+        """Connects now (Postgres, model handles, MCP gateway), before any attempt is sent here."""
+        await self._context()
+
     async def run(self, task: Task) -> str | None:
         """Runs one attempt to its end; returns the status it stored (None: its lease was lost)."""
         ctx = await self._context()
@@ -133,19 +138,40 @@ class RayRunners:
         self.app_name = app_name
         self.prefix = prefix
         self._serial = itertools.count()
+        self._starting: dict[int, tuple[Any, Any]] = {}  # id(actor) -> (actor, its warm() call) until it answers
         self.actors: list[Any] = [self._new() for _ in range(count)]
         self._load: dict[int, int] = {}  # id(actor) -> attempts running on it
         self._where: dict[str, Any] = {}  # task id -> its runner
 
     def _new(self) -> Any:
         name = f"{self.prefix}-{next(self._serial)}"
-        return self.runner_class.options(
+        actor = self.runner_class.options(
             name=name,
             namespace=NAMESPACE,
             max_concurrency=self.concurrency,
             num_cpus=self.num_cpus,
             scheduling_strategy="SPREAD",
         ).remote(name, self.app_name)
+        self._starting[id(actor)] = (actor, actor.warm.remote())
+        return actor
+
+    async def ready(self) -> None:
+        """Waits for the runners still starting (process, connections), at most READY_TIMEOUT_S:
+        a retry sent to a runner that replaced a dead one would otherwise spend its lease on the
+        new process's start (seen on a loaded machine: every attempt of a task lost so)."""
+        if not self._starting:
+            return
+        starting, self._starting = self._starting, {}
+        calls = {asyncio.wrap_future(ref.future()): actor for actor, ref in starting.values()}
+        done, late = await asyncio.wait(calls, timeout=READY_TIMEOUT_S)
+        for call in done:
+            error = call.exception()
+            if isinstance(error, RayActorError):
+                self._replace(calls[call])
+            elif error is not None:  # Postgres down, say: its attempts will fail and retry
+                logger.warning("an agent runner could not connect: %s", error)
+        if late:
+            logger.warning("%d agent runner(s) not up within %g s; they get work anyway", len(late), READY_TIMEOUT_S)
 
     async def start(self, task: Task) -> Any:
         actor = min(self.actors, key=lambda a: self._load.get(id(a), 0))

@@ -49,6 +49,12 @@ class Runners(Protocol):
         """Asks the runner of a running attempt to stop it (it records the cancellation)."""
         ...
 
+    async def ready(self) -> None:
+        """Returns when the runners that are starting (new, or replacing dead ones) can take an
+        attempt at once, or have had long enough: a claimed task's lease must not run out while
+        a runner's process starts and connects."""
+        ...
+
 
 @dataclass(frozen=True)
 class DispatchLimits:
@@ -166,6 +172,8 @@ class Dispatcher:
             "orchestrate": self.limits.orchestrations,
             "index": self.limits.indexing,
         }
+        if self._queued:
+            await self.runners.ready()
         for kind, limit in pools.items():
             while kind in self._queued:
                 free = limit - sum(1 for a in self._running.values() if a.task.kind == kind)

@@ -39,6 +39,9 @@ class LocalRunners:
         if task.id in self.jobs:
             self.jobs[task.id].set()
 
+    async def ready(self) -> None:
+        return None
+
 
 async def succeed(runners: LocalRunners, task: Task) -> None:
     await runners.store.finish(task.id, task.attempts, "succeeded", result={"answer": "ok"})

@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -173,20 +174,33 @@ def test_events_resume_after_last_event_id_without_gaps_or_duplicates(api, agent
     assert rest[-1]["event"] in ("succeeded", "failed")
 
 
-def test_a_killed_runner_actor_does_not_lose_the_task_or_repeat_its_tool_call(api, agents):
-    task = api.post("/api/v1/tasks", json={"agent": agents["clock"], "input": "Time in America/New_York?"}).json()
-    deadline = time.monotonic() + 90
-    while True:  # kill the runners once the tool's result is recorded, before the answer
-        types = [e["data"]["type"] for e in events_of(api, task["id"], limit=5)]
-        if "tool_result" in types:
-            break
-        assert time.monotonic() < deadline, types
-        time.sleep(0.1)
+def kill_runners_on(api: httpx.Client, task_id: str, event_type: str) -> datetime:
+    """Follow the task's events and kill every runner actor the moment `event_type` arrives;
+    returns when the kill was done (UTC)."""
+    with api.stream("GET", f"/api/v1/tasks/{task_id}/events", timeout=120) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line.startswith("data:") and json.loads(line[5:])["type"] == event_type:
+                break
+        else:
+            raise AssertionError(f"the task ended without a {event_type} event")
     runners = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("agent-runner-")]
     assert runners
     for actor in runners:
         ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
-    done = wait_ended(api, task["id"], timeout=120)
+    return datetime.now(UTC)
+
+
+def test_a_killed_runner_actor_does_not_lose_the_task_or_repeat_its_tool_call(api, agents):
+    # The runners are killed once the tool's result is recorded, before the answer. On a busy
+    # machine the answer can still land first: such a try proves nothing, so another runs.
+    for _ in range(3):
+        task = api.post("/api/v1/tasks", json={"agent": agents["clock"], "input": "Time in America/New_York?"}).json()
+        killed_at = kill_runners_on(api, task["id"], "tool_result")
+        done = wait_ended(api, task["id"], timeout=120)
+        finished = done["finished_at"] and datetime.fromisoformat(done["finished_at"])
+        if not (done["status"] == "succeeded" and done["attempts"] == 1 and finished and finished < killed_at):
+            break
     kinds = [(e["data"]["attempt"], e["data"]["type"]) for e in events_of(api, task["id"])]
     assert done["status"] == "succeeded" and done["attempts"] >= 2, (done["error"], done["result"], kinds)
     events = [e["data"] for e in events_of(api, task["id"])]
