@@ -219,6 +219,7 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, s
             add(f"{name}: not measured", figures["error"], None, "", False, "s")
 
     engine = results.get("engine", {})
+    peer = "llama-server --no-repack" if "--no-repack" in str(engine.get("note")) else "llama-server"
     for label, key, target, better in (
         ("engine: 1 stream, 64 tokens (tok/s)", "single_tok_s", 0.95, "higher"),
         ("engine: 8 streams aggregate (tok/s)", "multi_tok_s", 1.0, "higher"),
@@ -227,7 +228,7 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, s
         mine, theirs = _get(engine, "sutazai", key), _get(engine, "llama_server", key)
         r = ratio(mine, theirs)
         ok = None if r is None else (r >= target if better == "higher" else r <= target)
-        add(label, mine, theirs, f"{'>=' if better == 'higher' else '<='} {target}x llama-server", ok, ".2f", r)
+        add(label, mine, theirs, f"{'>=' if better == 'higher' else '<='} {target}x {peer}", ok, ".2f", r)
 
     ingress = results.get("ingress", {})
     for label, route, target in (

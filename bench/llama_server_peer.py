@@ -21,6 +21,7 @@ import json
 import math
 import os
 import random
+import signal
 import socket
 import statistics
 import subprocess
@@ -111,14 +112,27 @@ def gguf_path(data_dir: Path) -> tuple[Path, Any]:
     return resolve_model_path(spec, data_dir), spec
 
 
-def start_llama_server(binary: Path, gguf: Path, threads: int, context: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [str(binary), "-m", str(gguf), "-t", str(threads), "-tb", str(threads), "-np", str(STREAMS)]
-    cmd += ["-c", str(context * STREAMS), "--host", "127.0.0.1", "--port", str(port), "--no-webui"]
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    wait_healthy(process, base, 120, f"llama-server ({' '.join(cmd)})")
-    return process, base
+def start_llama_server(binary: Path, gguf: Path, threads: int, context: int) -> tuple[subprocess.Popen, str, str]:
+    """llama-server with its defaults; where its repacked kernels kill it (SIGILL: a CPU that
+    reports AMX the VM does not run, see sutazai/engines/cpu_kernels.py), again with
+    `--no-repack`, the plain kernels our engine runs. Returns (process, base URL, note)."""
+    for extra, note in (
+        ([], ""),
+        (["--no-repack"], "llama-server --no-repack (its repacked/AMX kernels die of SIGILL here)"),
+    ):
+        port = free_port()
+        cmd = [str(binary), "-m", str(gguf), "-t", str(threads), "-tb", str(threads), "-np", str(STREAMS)]
+        cmd += ["-c", str(context * STREAMS), "--host", "127.0.0.1", "--port", str(port), "--no-webui", *extra]
+        process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(process, base, 120, f"llama-server ({' '.join(cmd)})")
+        except SystemExit:
+            if process.returncode != -signal.SIGILL:
+                raise
+            continue
+        return process, base, note
+    raise SystemExit("llama-server died of SIGILL even with --no-repack")
 
 
 def main() -> None:
@@ -145,7 +159,7 @@ def main() -> None:
     if binary is None or not binary.exists():
         note = "llama-server not built: bench/peers/build_llama_server.sh (or --llama-server PATH)"
     else:
-        process, base = start_llama_server(binary, gguf, threads, spec.context_length)
+        process, base, note = start_llama_server(binary, gguf, threads, spec.context_length)
         try:
             peer_sampling = common | {"top_k": sampling.top_k, "min_p": sampling.min_p, "ignore_eos": True}
             theirs = asyncio.run(measure(base, {}, peer_sampling | {"model": spec.name}, args.repeats))
