@@ -18,7 +18,10 @@ def test_models_lists_the_cpu_model_as_default(api):
 
 def test_status_reports_running_deployments(api):
     body = api.get("/api/v1/status").json()
-    assert body["deployments"]["llm-gemma3-270m"]["status"] == "HEALTHY"
+    model = body["deployments"]["llm-gemma3-270m"]
+    # UPSCALING / DOWNSCALING: healthy, and the autoscaler is acting on the load earlier tests left
+    assert model["status"] in ("HEALTHY", "UPSCALING", "DOWNSCALING"), model
+    assert model["replicas"]["RUNNING"] >= 1
     assert body["deployments"]["ingress"]["replicas"]["RUNNING"] >= 1
 
 
