@@ -190,7 +190,7 @@ class RateLimiter:
         now = self._clock()
         keys, resets = self._keys(kind, limits, now)
         counts, backend = await self._run(
-            self._redis_incr(keys, amount, [max(2 * lim.window_s, 1) for lim in limits]),
+            self._redis_incr(keys, amount, _ttls(limits)),
             lambda: self.memory.incr(keys, amount, [now + r for r in resets], now),
         )
         return _decide(limits, counts, resets, backend, inclusive=True)
@@ -213,7 +213,7 @@ class RateLimiter:
         check_keys, check_resets = self._keys(check_kind, checked, now)
         keys, resets = self._keys(kind, limits, now)
         n = len(check_keys)
-        ttls = [max(2 * lim.window_s, 1) for lim in limits]
+        ttls = _ttls(limits)
 
         async def redis_op() -> list[int]:
             assert self._gate_script is not None
@@ -247,9 +247,9 @@ class RateLimiter:
 
         None when all `cap` slots are in use; else the tokens' decision (refused: nothing taken)."""
         now = self._clock()
-        slot = f"{self.prefix}{CONCURRENT}:{bucket}"
+        slot = self._slot_key(bucket)
         keys, resets = self._keys(kind, limits, now)
-        ttls = [max(2 * lim.window_s, 1) for lim in limits]
+        ttls = _ttls(limits)
 
         async def redis_op() -> list[int]:
             assert self._reserve_script is not None
@@ -282,9 +282,9 @@ class RateLimiter:
         """Give back the slot of `reserve` and count `amount` more (negative: less) tokens, in one
         round trip."""
         now = self._clock()
-        slot = f"{self.prefix}{CONCURRENT}:{bucket}"
+        slot = self._slot_key(bucket)
         keys, resets = self._keys(kind, limits, now) if amount else ([], [])
-        ttls = [max(2 * lim.window_s, 1) for lim in limits] if amount else []
+        ttls = _ttls(limits) if amount else []
 
         def memory_op() -> list[int]:
             self.memory.incr(keys, amount, [now + r for r in resets], now)
@@ -294,24 +294,15 @@ class RateLimiter:
 
     async def acquire(self, bucket: str, cap: int) -> bool:
         """Take one of `cap` concurrent slots of `bucket`; False (and nothing taken) when all are in use."""
-        key = f"{self.prefix}{CONCURRENT}:{bucket}"
-        now = self._clock()
-        (count,), _ = await self._run(
-            self._redis_incr([key], 1, [SLOT_TTL_S]), lambda: self.memory.incr([key], 1, [now + SLOT_TTL_S], now)
-        )
-        if count > cap:
-            await self.release(bucket)
-            return False
-        return True
+        return await self.reserve(bucket, cap, TOKENS, [], 0) is not None
 
     async def release(self, bucket: str) -> None:
-        key = f"{self.prefix}{CONCURRENT}:{bucket}"
-        now = self._clock()
-        await self._run(
-            self._redis_incr([key], -1, [SLOT_TTL_S]), lambda: self.memory.incr([key], -1, [now + SLOT_TTL_S], now)
-        )
+        await self.settle(bucket, TOKENS, [], 0)
 
     # -- plumbing --------------------------------------------------------------
+
+    def _slot_key(self, bucket: str) -> str:
+        return f"{self.prefix}{CONCURRENT}:{bucket}"
 
     def _keys(self, kind: str, limits: list[Limit], now: float) -> tuple[list[str], list[int]]:
         keys, resets = [], []
@@ -353,6 +344,11 @@ class RateLimiter:
                 RETRY_REDIS_AFTER_S,
             )
             return memory_op(), "memory"
+
+
+def _ttls(limits: list[Limit]) -> list[int]:
+    """How long a window's counter is kept: two windows, so it lives to its window's end wherever in it it was made."""
+    return [max(2 * lim.window_s, 1) for lim in limits]
 
 
 def _decide(limits: list[Limit], counts: list[int], resets: list[int], backend: str, *, inclusive: bool) -> Decision:

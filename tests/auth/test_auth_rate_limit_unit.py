@@ -1,12 +1,18 @@
-"""The limiter's counting rules, on the in-memory backend (no Redis needed)."""
+"""The limiter's counting rules, on the in-memory backend; its scripted calls on Redis as well."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+import uuid
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
 
 from sutazai.auth.rate_limit import REQUESTS, Limit, RateLimiter
+from tests.helpers import REDIS_URL
 
 
 class Clock:
@@ -15,6 +21,20 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@contextlib.asynccontextmanager
+async def redis_limiter(name: str) -> AsyncIterator[tuple[RateLimiter, str]]:
+    """A limiter on the test Redis under a fresh key prefix (its keys deleted afterwards), for the
+    calls that are a script or a pipeline there: (limiter, prefix)."""
+    client = aioredis.from_url(REDIS_URL)
+    prefix = f"{name}-{uuid.uuid4().hex[:8]}:"
+    try:
+        yield RateLimiter(client, prefix=prefix, clock=Clock(6000)), prefix
+    finally:
+        async for key in client.scan_iter(match=f"{prefix}*"):
+            await client.delete(key)
+        await client.aclose()
 
 
 async def test_the_request_after_the_limit_is_refused_with_retry_after():
@@ -111,23 +131,9 @@ async def test_gate_checks_then_counts_in_one_call_and_counts_nothing_when_refus
         assert not decision.allowed and decision.used == 6
 
     await run(RateLimiter(None, clock=Clock(6000)))
-
-    import uuid
-
-    import redis.asyncio as aioredis
-
-    from tests.helpers import REDIS_URL
-
-    client = aioredis.from_url(REDIS_URL)
-    prefix = f"gatetest-{uuid.uuid4().hex[:8]}:"
-    try:
-        limiter = RateLimiter(client, prefix=prefix, clock=Clock(6000))
+    async with redis_limiter("gatetest") as (limiter, prefix):
         await run(limiter)
         assert limiter.memory.get([f"{prefix}req:user:a:60:100"], 6000) == [0]  # all of it in Redis
-    finally:
-        async for key in client.scan_iter(match=f"{prefix}*"):
-            await client.delete(key)
-        await client.aclose()
 
 
 async def test_reserve_takes_a_slot_and_tokens_in_one_call_all_or_nothing():
@@ -150,21 +156,7 @@ async def test_reserve_takes_a_slot_and_tokens_in_one_call_all_or_nothing():
         assert third is not None and third.allowed  # its slot came back
 
     await run(RateLimiter(None, clock=Clock(6000)))
-
-    import uuid
-
-    import redis.asyncio as aioredis
-
-    from tests.helpers import REDIS_URL
-
-    client = aioredis.from_url(REDIS_URL)
-    prefix = f"reservetest-{uuid.uuid4().hex[:8]}:"
-    try:
-        limiter = RateLimiter(client, prefix=prefix, clock=Clock(6000))
+    async with redis_limiter("reservetest") as (limiter, prefix):
         await run(limiter)
         assert limiter.memory.get([f"{prefix}conc:user:a"], 6000) == [0]  # all of it in Redis
-        assert int(await client.get(f"{prefix}conc:user:a")) == 2
-    finally:
-        async for key in client.scan_iter(match=f"{prefix}*"):
-            await client.delete(key)
-        await client.aclose()
+        assert limiter.redis is not None and int(await limiter.redis.get(f"{prefix}conc:user:a")) == 2
