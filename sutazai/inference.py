@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
+from sutazai.admission import Admission
 from sutazai.cache import ResponseCache
 from sutazai.catalog import ModelCatalog, ModelSpec
 from sutazai.errors import BadRequest, NotFound, SutazaiError, Unavailable
@@ -56,9 +57,11 @@ class ModelClient:
     """One model deployment, reached through its handle. Every engine's deployment answers
     the same methods with the same types (`sutazai.schemas.engine`), so one client fits all."""
 
-    def __init__(self, spec: ModelSpec, handle: Any) -> None:
+    def __init__(self, spec: ModelSpec, handle: Any, *, share: int | None = None, retry_after_s: int = 1) -> None:
+        """`share`: the calls this replica may have in flight (`sutazai.admission`); None: no bound."""
         self.spec = spec
         self.handle = handle
+        self.admission = Admission(spec.name, share, retry_after_s)
         self.stream_handle = handle.options(stream=True)
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from sutazai.admission import replica_share
 from sutazai.agents.definitions import load_agent_files
 from sutazai.auth.accounts import ensure_admin
 from sutazai.auth.authenticate import Authenticator
@@ -185,7 +186,15 @@ async def build_services(
     )
     redis = redis_client(settings)
     cache = ResponseCache(redis, ttl_s=settings.cache_ttl_s, enabled=settings.cache_enabled)
-    clients = {name: ModelClient(catalog.specs[name], handle) for name, handle in handles.items()}
+    clients = {
+        name: ModelClient(
+            catalog.specs[name],
+            handle,
+            share=replica_share(catalog.specs[name], settings.ingress_min_replicas),
+            retry_after_s=settings.retry_after_s,
+        )
+        for name, handle in handles.items()
+    }
     embeddings = {
         name: EmbeddingClient(catalog.embedders[name], handle, retry_after_s=settings.retry_after_s)
         for name, handle in (embedders or {}).items()

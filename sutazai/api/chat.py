@@ -89,7 +89,7 @@ async def chat(
     body: ChatRequest, caller: ModelCallerDep, services: ServicesDep, request_id: RequestIdDep
 ) -> ChatResponse:
     turn = await _prepare_turn(body, services, request_id, caller.principal.user_id)
-    async with await caller.reserve([turn.request]) as reservation:
+    async with await caller.reserve([turn.request], turn.client) as reservation:
         result, cached = await services.inference.complete(turn.client, turn.request, cache_scope=caller.cache_scope)
         reservation.used = result.usage
     await turn.store(services, result)
@@ -151,7 +151,7 @@ async def generate(
     """Raw text continuation, no chat template."""
     client = services.inference.resolve(body.model)
     generation = services.inference.build_request(client.spec, body, prompt=body.prompt, request_id=request_id)
-    async with await caller.reserve([generation]) as reservation:
+    async with await caller.reserve([generation], client) as reservation:
         result, cached = await services.inference.complete(client, generation, cache_scope=caller.cache_scope)
         reservation.used = result.usage
     return GenerateResponse(
@@ -176,7 +176,7 @@ async def batch(
     generations = [
         services.inference.build_request(client.spec, body, prompt=p, request_id=request_id) for p in body.prompts
     ]
-    async with await caller.reserve(generations) as reservation:
+    async with await caller.reserve(generations, client) as reservation:
         outcomes = await services.inference.batch(
             client, generations, settings.batch_concurrency, cache_scope=caller.cache_scope
         )

@@ -6,7 +6,7 @@ it with exactly one caller parameter:
     caller: ViewerDep       # read-only, any signed-in role
     caller: UserDep         # changes something
     caller: AdminDep        # administration
-    caller: ModelCallerDep  # runs a model; `async with await caller.reserve(requests) as reservation`
+    caller: ModelCallerDep  # runs a model; `async with await caller.reserve(requests, client) as reservation`
 
 and reaches the replica's services with `services: ServicesDep`. Public routes
 (liveness, login, refresh) declare no caller.
@@ -28,6 +28,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from sutazai.admission import Ticket
 from sutazai.auth.principal import Principal
 from sutazai.auth.rate_limit import AUTH_FAILURES, REQUESTS, TOKENS, Decision, Limit, rate_limited
 from sutazai.auth.roles import ROLES, rank
@@ -139,12 +140,14 @@ def token_limited(decision: Decision, message: str) -> RateLimited:
 
 @dataclass
 class Reservation:
-    """Tokens and a concurrency slot held for one model call; settled exactly once, with
-    what was really used (a stream cut short pays for what it was sent)."""
+    """Places in the model's share of this replica, tokens and a concurrency slot held for one
+    model call; settled exactly once, with what was really used (a stream cut short pays for
+    what it was sent)."""
 
     caller: ModelCaller
     prompt_tokens: int  # estimated
     tokens: int  # reserved: estimated prompt + max_tokens
+    ticket: Ticket | None = None  # the places taken in this replica's admission of the model
     used: Usage = field(default_factory=Usage)  # what `settle` charges: nothing until output arrives
     settled: bool = False
 
@@ -166,6 +169,8 @@ class Reservation:
         if self.settled:
             return
         self.settled = True
+        if self.ticket is not None:
+            self.ticket.release()
         limiter, limits = self.caller.services.limiter, self.caller.token_limits()
         await limiter.settle(self.caller.slot_bucket(), TOKENS, limits, self.used.total_tokens - self.tokens)
 
@@ -196,10 +201,22 @@ class ModelCaller:
         if not decision.allowed:
             raise token_limited(decision, f"token limit of {decision.limit} tokens per minute exceeded")
 
-    async def reserve(self, requests: list[GenerationRequest]) -> Reservation:
-        """Hold a concurrency slot and prompt + max_tokens of the budget (429 when either is
-        exhausted), so parallel requests cannot all pass a check that only one can afford.
-        One round trip to Redis; taken all or nothing."""
+    async def reserve(self, requests: list[GenerationRequest], client: ModelClient | None = None) -> Reservation:
+        """Hold places in `client`'s model (503 at once when this replica's share is taken: see
+        `sutazai.admission`), then a concurrency slot and prompt + max_tokens of the budget (429
+        when either is exhausted), so parallel requests cannot all pass a check that only one
+        can afford. One round trip to Redis; taken all or nothing."""
+        ticket = None
+        if client is not None:
+            ticket = client.admission.take(min(len(requests), self.services.settings.batch_concurrency))
+        try:
+            return await self._reserve(requests, ticket)
+        except BaseException:
+            if ticket is not None:
+                ticket.release()
+            raise
+
+    async def _reserve(self, requests: list[GenerationRequest], ticket: Ticket | None) -> Reservation:
         limiter, settings = self.services.limiter, self.services.settings
         prompt = sum(r.estimated_prompt_tokens() for r in requests)
         tokens = prompt + sum(r.max_tokens for r in requests)
@@ -215,14 +232,14 @@ class ModelCaller:
         if not decision.allowed:
             limit = decision.limit
             raise token_limited(decision, f"token limit of {limit} tokens per minute: this request may need {tokens}")
-        return Reservation(self, prompt, tokens)
+        return Reservation(self, prompt, tokens, ticket)
 
     async def open_stream(
         self, client: ModelClient, request: GenerationRequest
     ) -> tuple[AsyncIterator[GenerationChunk], bool, Reservation]:
         """Reserve, then start the stream (a refusal is an HTTP status, and gives the reservation
         back); the caller's event generator settles the reservation when the stream ends."""
-        reservation = await self.reserve([request])
+        reservation = await self.reserve([request], client)
         try:
             chunks, cached = await self.services.inference.open_stream(client, request, cache_scope=self.cache_scope)
         except BaseException:

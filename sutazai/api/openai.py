@@ -173,7 +173,7 @@ async def chat_completions(
             request = GenerationRequest.model_validate(request.model_dump() | {"messages": messages})
 
     if not body.stream:
-        async with await caller.reserve([request]) as reservation:
+        async with await caller.reserve([request], client) as reservation:
             result, _ = await services.inference.complete(client, request, cache_scope=caller.cache_scope)
             reservation.used = result.usage
         message = AssistantMessage(content=result.text)
@@ -310,7 +310,7 @@ async def completions(
             _events(reservation, chunks, text_chunk, final_chunk, usage_chunk if include_usage else None, request_id)
         )
 
-    async with await caller.reserve(requests) as reservation:
+    async with await caller.reserve(requests, client) as reservation:
         outcomes = await services.inference.batch(
             client, requests, services.settings.batch_concurrency, cache_scope=caller.cache_scope
         )

@@ -15,7 +15,7 @@ import time
 
 import httpx
 
-from sutazai.catalog import ModelCatalog
+from sutazai.catalog import Autoscaling, DeploymentOptions, ModelCatalog
 from tests.conftest import app_in_process
 
 
@@ -61,3 +61,50 @@ async def test_a_flood_beyond_the_models_queue_is_refused_in_milliseconds(serve_
     # the accepted requests are through.
     assert fastest_refusals[-1] < 1.0, fastest_refusals
     assert fastest_refusals[-1] < slowest_ok, (fastest_refusals, slowest_ok)
+
+
+async def test_a_call_beyond_this_replicas_share_is_refused_before_it_is_charged(
+    serve_app, replica_settings, user_headers
+):
+    """The model deployment has room (Serve would queue it), but this ingress replica's share
+    of it (here one call) is taken: the next call gets a 503 at once, charged nothing (no
+    token budget was reserved: no X-RateLimit-*-Tokens headers), and the place comes back
+    when the call holding it ends."""
+    settings = replica_settings(cache_enabled=False, max_concurrent_model_requests=10_000, ingress_min_replicas=1)
+    catalog = ModelCatalog.load(settings.models_dir)
+    name = settings.default_model or catalog.names()[0]
+    catalog.specs[name] = catalog.specs[name].model_copy(
+        update={
+            "deployment": DeploymentOptions(max_ongoing_requests=1, max_queued_requests=0),
+            "autoscaling": Autoscaling(min_replicas=1, max_replicas=1),
+        }
+    )
+    slow = {"prompt": "Once upon a time", "max_tokens": 48, "seed": 7, "model": name}
+    quick = slow | {"max_tokens": 2}
+
+    async with (
+        app_in_process(settings, catalog) as app,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://app", timeout=300, headers=user_headers
+        ) as client,
+    ):
+        admission = app.state.services.inference.clients[name].admission
+        assert admission.limit == 1
+        holding = asyncio.create_task(client.post("/api/v1/generate", json=slow))
+        while admission.in_flight == 0:
+            await asyncio.sleep(0.005)
+
+        refused = await client.post("/api/v1/generate", json=quick)
+        assert not holding.done()
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"].isdigit()
+        assert refused.json()["error"]["code"] == "unavailable"
+        assert "at capacity" in refused.json()["error"]["message"]
+        assert not any(h.lower().endswith("-tokens") for h in refused.headers), dict(refused.headers)
+
+        assert (await holding).status_code == 200
+        assert admission.in_flight == 0
+        again = await client.post("/api/v1/generate", json=quick)
+        assert again.status_code == 200, again.text
+        assert "x-ratelimit-remaining-tokens" in again.headers  # what a charged call carries
+        assert admission.in_flight == 0
