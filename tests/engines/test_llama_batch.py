@@ -8,7 +8,7 @@ import llama_cpp
 import pytest
 
 from sutazai.catalog import CPUOptions, ModelCatalog, ModelSource
-from sutazai.engines.llama_batch import LlamaBatchEngine
+from sutazai.engines.llama_batch import LlamaBatchEngine, _runs
 from sutazai.engines.model_files import resolve_model_path
 from sutazai.schemas.engine import ChatMessage, EngineError, GenerationRequest
 from sutazai.settings import PROJECT_ROOT
@@ -138,6 +138,57 @@ async def test_requests_beyond_the_sequences_wait_their_turn(engine):
     assert [r.usage.completion_tokens for r in results] == [6] * 8
     assert results[0].text == results[4].text  # same prompt, same seed, whether admitted first or queued
     await idle(engine)
+
+
+def record_steps(monkeypatch) -> list[list[int]]:
+    """The sequence ids of every decode call that holds more than one sequence, as they come."""
+    steps: list[list[int]] = []
+    decode = llama_cpp.llama_decode
+
+    def recording(ctx, batch):
+        ids = [batch.seq_id[i][0] for i in range(batch.n_tokens)]
+        if len(set(ids)) > 1:
+            steps.append(ids)
+        return decode(ctx, batch)
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", recording)
+    return steps
+
+
+# llama.cpp puts in one ubatch only sequences whose ids follow each other, in increasing order
+# (a KV stream per sequence: `split_equal`, sequential); each further ubatch of a step reads all
+# the weights again. The next two tests pin what keeps a step in one ubatch.
+
+
+async def test_each_step_lists_its_sequences_in_increasing_id_order(engine, monkeypatch):
+    steps = record_steps(monkeypatch)
+    for wave in range(3):  # lengths that finish in a different order each wave, so ids free up in every order
+        lengths = [3 + 5 * ((i + wave) % 4) for i in range(4)]
+        await asyncio.gather(*(engine.generate(req(p, max_tokens=n, seed=wave)) for p, n in zip(PROMPTS, lengths, strict=True)))
+        await asyncio.gather(*(engine.generate(req(p, max_tokens=2 + i)) for i, p in enumerate(reversed(PROMPTS))))
+    await idle(engine)
+    assert steps, "no step decoded two sequences together"
+    assert all(ids == sorted(ids) for ids in steps), steps
+
+
+async def test_a_new_sequence_takes_the_id_a_finished_one_left_between_running_ones(engine, monkeypatch):
+    steps = record_steps(monkeypatch)
+    first = asyncio.create_task(engine.generate(req(PROMPTS[0], max_tokens=40)))
+    short = asyncio.create_task(engine.generate(req(PROMPTS[1], max_tokens=3)))
+    last = asyncio.create_task(engine.generate(req(PROMPTS[2], max_tokens=40)))
+    await short
+    assert not first.done() and not last.done()
+    late = await engine.generate(req(PROMPTS[3], max_tokens=8))
+    await asyncio.gather(first, last)
+    await idle(engine)
+    assert late.usage.completion_tokens == 8
+    threes = [ids for ids in steps if len(ids) == 3]  # the short one's steps, then the late one's
+    assert len(threes) >= 8, steps
+    assert all(ids == list(range(ids[0], ids[0] + 3)) for ids in threes), threes
+
+
+def test_runs_counts_the_stretches_of_consecutive_ids():
+    assert [_runs(ids) for ids in (set(), {3}, {0, 1, 2}, {0, 1, 3}, {7, 5, 3, 1})] == [0, 1, 1, 2, 4]
 
 
 async def test_a_prompt_longer_than_a_batch_is_fed_in_chunks(engine):
