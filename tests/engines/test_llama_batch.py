@@ -164,7 +164,8 @@ async def test_each_step_lists_its_sequences_in_increasing_id_order(engine, monk
     steps = record_steps(monkeypatch)
     for wave in range(3):  # lengths that finish in a different order each wave, so ids free up in every order
         lengths = [3 + 5 * ((i + wave) % 4) for i in range(4)]
-        await asyncio.gather(*(engine.generate(req(p, max_tokens=n, seed=wave)) for p, n in zip(PROMPTS, lengths, strict=True)))
+        pairs = zip(PROMPTS, lengths, strict=True)
+        await asyncio.gather(*(engine.generate(req(p, max_tokens=n, seed=wave)) for p, n in pairs))
         await asyncio.gather(*(engine.generate(req(p, max_tokens=2 + i)) for i, p in enumerate(reversed(PROMPTS))))
     await idle(engine)
     assert steps, "no step decoded two sequences together"
