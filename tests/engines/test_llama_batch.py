@@ -8,7 +8,7 @@ import llama_cpp
 import pytest
 
 from sutazai.catalog import CPUOptions, ModelCatalog, ModelSource
-from sutazai.engines.llama_batch import LlamaBatchEngine, _runs
+from sutazai.engines.llama_batch import PROMPT_CALLS_PER_STEP, LlamaBatchEngine, _runs
 from sutazai.engines.model_files import resolve_model_path
 from sutazai.schemas.engine import ChatMessage, EngineError, GenerationRequest
 from sutazai.settings import PROJECT_ROOT
@@ -186,6 +186,25 @@ async def test_a_new_sequence_takes_the_id_a_finished_one_left_between_running_o
     threes = [ids for ids in steps if len(ids) == 3]  # the short one's steps, then the late one's
     assert len(threes) >= 8, steps
     assert all(ids == list(range(ids[0], ids[0] + 3)) for ids in threes), threes
+
+
+async def test_a_step_feeds_at_most_two_prompts_so_the_first_ones_decode_meanwhile(engine, monkeypatch):
+    steps: list[list[tuple[set[int], int]]] = []  # per step, each call's sequence ids and token count
+    step = engine._step
+
+    def recording(calls):
+        steps.append([(set(call.seq), len(call.tokens)) for call in calls])
+        return step(calls)
+
+    monkeypatch.setattr(engine, "_step", recording)
+    results = await asyncio.gather(*(engine.generate(req(p, max_tokens=6)) for p in PROMPTS))
+    await idle(engine)
+    assert [r.usage.completion_tokens for r in results] == [6] * 4
+    feeds = [[c for c in calls if c[1] > 1 and len(c[0]) == 1] for calls in steps]  # prompt chunks
+    assert all(len(f) <= PROMPT_CALLS_PER_STEP for f in feeds), steps
+    fed = [i for i, f in enumerate(feeds) if f]
+    assert len(fed) >= 2, steps  # four prompts took more than one step, and decoding went on meanwhile:
+    assert any(len(calls) > len(feeds[i]) for i, calls in enumerate(steps) if i in fed[1:]), steps
 
 
 def test_runs_counts_the_stretches_of_consecutive_ids():
