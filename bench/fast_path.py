@@ -17,7 +17,7 @@ peer each is measured against beside it:
                    (first: the machine is quietest before the load tests)
   ingress          bench/ingress.py --peer: the same ingress app under plain uvicorn
   mcp              bench/mcp_latency.py: a direct MCP ClientSession over stdio
-  overload         here: a flood of the model deployment beyond its sized queue
+  overload         here: a flood of the model deployment beyond its sized queue (aiohttp client)
   users            bench/thousand_users.py: 1,000 keep-alive clients, 1,000 idle SSE streams
 
 The load generator each part used and the machine's load at the start are in the table.
@@ -168,17 +168,23 @@ def run_part(name: str, cmd: list[str], timeout: float, env: dict[str, str] | No
 
 async def overload(base: str, token: str, model: str, flood: int) -> dict[str, Any]:
     """`flood` generations at once (more than the sized deployment holds): how fast the excess
-    is refused, and how long the accepted ones took."""
+    is refused, and how long the accepted ones took. The client is aiohttp: httpx's connection
+    pool is itself the bottleneck at ~100 requests at once (96 x GET /health: p50 541 ms with
+    httpx on reused connections, 30-59 ms with aiohttp, same app)."""
+    import aiohttp
+
     payload = {"prompt": "Once upon a time", "max_tokens": 16, "model": model}
-    limits = httpx.Limits(max_connections=flood, max_keepalive_connections=flood)
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=300) as client:
+    connector = aiohttp.TCPConnector(limit=flood)
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(base, headers=headers, connector=connector, timeout=timeout) as client:
         seed = random.randrange(1 << 30)  # new to this run: no answer from the response cache
 
         async def one(i: int) -> tuple[int, float, str | None]:
             started = time.perf_counter()
-            response = await client.post("/v1/completions", json=payload | {"seed": seed + i})
-            return response.status_code, time.perf_counter() - started, response.headers.get("retry-after")
+            async with client.post("/v1/completions", json=payload | {"seed": seed + i}) as response:
+                await response.read()
+                return response.status, time.perf_counter() - started, response.headers.get("retry-after")
 
         answers = await asyncio.gather(*(one(i) for i in range(flood)))
     refused = sorted(took for status, took, _ in answers if status == 503)
@@ -299,7 +305,8 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, s
     flood = results.get("overload", {})
     p50 = flood.get("refusal_p50_ms")
     add(
-        f"overload: {flood.get('flood', '?')} at once, {flood.get('refused', '?')} refused, p50 of a 503 (ms)",
+        f"overload (aiohttp): {flood.get('flood', '?')} at once, {flood.get('refused', '?')} refused, "
+        "p50 of a 503 (ms)",
         p50,
         None,
         "503 + Retry-After, p50 < 100 ms",

@@ -40,6 +40,10 @@ class Admission:
     retry_after_s: int
     in_flight: int = 0
 
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and self.in_flight >= self.limit
+
     def take(self, places: int = 1) -> Ticket:
         """Places for a call (a batch takes one per prompt, at most the whole share), or a 503
         with Retry-After when they are not free."""

@@ -90,6 +90,10 @@ class InferenceService:
         self.default_model = catalog.default_name(default_model) if catalog.specs else None
         self.retry_after_s = retry_after_s
 
+    def at_capacity(self) -> bool:
+        """Whether no served model can take another call in this replica (`sutazai.admission`)."""
+        return bool(self.clients) and all(client.admission.full for client in self.clients.values())
+
     def resolve(self, name: str | None) -> ModelClient:
         name = name or self.default_model
         client = self.clients.get(name) if name else None

@@ -28,6 +28,7 @@ from sutazai.api import (
 from sutazai.api.errors import install_error_handlers
 from sutazai.api.middleware import AccessMiddleware
 from sutazai.api.security import install_security
+from sutazai.api.shedding import SheddingMiddleware, model_paths
 from sutazai.services import Services
 
 ROUTERS = (
@@ -67,6 +68,13 @@ def create_app(services: Services) -> FastAPI:
     install_error_handlers(app, retry_after_s=settings.retry_after_s)
     for module in ROUTERS:
         app.include_router(module.router)
+    # innermost: a shed request still gets the security headers, its id and its metrics
+    app.add_middleware(
+        SheddingMiddleware,
+        inference=services.inference,
+        paths=model_paths(app.routes),
+        retry_after_s=settings.retry_after_s,
+    )
     install_security(app, settings)
     if settings.trusted_proxies:  # the client address is X-Forwarded-For only when a trusted proxy says so
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))

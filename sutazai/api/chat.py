@@ -15,6 +15,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from sutazai.api.deps import ModelCallerDep, RequestIdDep, ServicesDep
 from sutazai.api.errors import error_body
 from sutazai.api.retrieval import grounding, with_context
+from sutazai.api.shedding import runs_model
 from sutazai.api.sse import SSE_RESPONSES, event, sse_response
 from sutazai.errors import InvalidInput, NotFound, SutazaiError
 from sutazai.inference import ModelClient
@@ -85,6 +86,7 @@ async def _prepare_turn(body: ChatRequest, services: Services, request_id: str |
 
 
 @router.post("/chat", response_model=ChatResponse)
+@runs_model
 async def chat(
     body: ChatRequest, caller: ModelCallerDep, services: ServicesDep, request_id: RequestIdDep
 ) -> ChatResponse:
@@ -106,6 +108,7 @@ async def chat(
 
 
 @router.post("/chat/stream", response_class=EventSourceResponse, responses=SSE_RESPONSES)
+@runs_model
 async def chat_stream(
     body: ChatRequest, caller: ModelCallerDep, services: ServicesDep, request_id: RequestIdDep
 ) -> EventSourceResponse:
@@ -145,6 +148,7 @@ async def chat_stream(
 
 
 @router.post("/generate", response_model=GenerateResponse)
+@runs_model
 async def generate(
     body: GenerateRequest, caller: ModelCallerDep, services: ServicesDep, request_id: RequestIdDep
 ) -> GenerateResponse:
@@ -165,6 +169,7 @@ async def generate(
 
 
 @router.post("/batch", response_model=BatchResponse)
+@runs_model
 async def batch(
     body: BatchRequest, caller: ModelCallerDep, services: ServicesDep, request_id: RequestIdDep
 ) -> BatchResponse:

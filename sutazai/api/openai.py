@@ -19,6 +19,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from sutazai.api.deps import ModelCallerDep, RequestIdDep, Reservation, ServicesDep, ViewerDep
 from sutazai.api.errors import error_body
 from sutazai.api.retrieval import grounding, with_context
+from sutazai.api.shedding import runs_model
 from sutazai.api.sse import SSE_RESPONSES, event, sse_response
 from sutazai.errors import InvalidInput, SutazaiError
 from sutazai.inference import ModelClient
@@ -157,6 +158,7 @@ async def _events(
 
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse, responses=SSE_RESPONSES)
+@runs_model
 async def chat_completions(
     body: ChatCompletionRequest, caller: ModelCallerDep, services: ServicesDep, request_id: RequestIdDep
 ) -> ChatCompletionResponse | EventSourceResponse:
@@ -278,6 +280,7 @@ async def _tool_events(
 
 
 @router.post("/completions", response_model=CompletionResponse, responses=SSE_RESPONSES)
+@runs_model
 async def completions(
     body: CompletionRequest, caller: ModelCallerDep, services: ServicesDep, request_id: RequestIdDep
 ) -> CompletionResponse | EventSourceResponse:

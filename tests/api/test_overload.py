@@ -108,3 +108,47 @@ async def test_a_call_beyond_this_replicas_share_is_refused_before_it_is_charged
         assert again.status_code == 200, again.text
         assert "x-ratelimit-remaining-tokens" in again.headers  # what a charged call carries
         assert admission.in_flight == 0
+
+
+async def test_while_every_model_is_full_a_model_route_is_shed_before_authentication(serve_app, replica_settings):
+    """No model can take a call: a model route answers 503 + Retry-After at the door, even to a
+    request with no credential (nothing is parsed or looked up for it); other routes are not
+    affected, and once a place is free the same request is authenticated as usual (401)."""
+    settings = replica_settings(cache_enabled=False, ingress_min_replicas=1)
+    catalog = ModelCatalog.load(settings.models_dir)
+    body = {"prompt": "Once upon a time", "max_tokens": 2, "model": catalog.names()[0]}
+    async with (
+        app_in_process(settings, catalog) as app,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app", timeout=60) as client,
+    ):
+        admissions = [c.admission for c in app.state.services.inference.clients.values()]
+        tickets = [a.take(a.limit or 1) for a in admissions]  # every place of every model taken
+        assert all(a.full for a in admissions)
+
+        shed = await client.post("/v1/completions", json=body)
+        assert shed.status_code == 503
+        assert shed.headers["retry-after"].isdigit()
+        error = shed.json()["error"]
+        assert error["code"] == "unavailable" and "at capacity" in error["message"]
+        assert error["request_id"] == shed.headers["x-request-id"]
+        assert shed.headers["x-content-type-options"] == "nosniff"  # the security headers still apply
+        assert (await client.post("/api/v1/chat", content=b"not json")).status_code == 503
+        assert (await client.get("/api/v1/models")).status_code == 401  # not a model route: as usual
+
+        tickets[0].release()
+        assert (await client.post("/v1/completions", json=body)).status_code == 401
+
+
+def test_the_shed_routes_are_the_ones_that_run_a_model():
+    from sutazai.api import chat, embeddings, openai
+    from sutazai.api.shedding import model_paths
+
+    routes = [*chat.router.routes, *openai.router.routes, *embeddings.router.routes]
+    assert model_paths(routes) == {
+        "/api/v1/chat",
+        "/api/v1/chat/stream",
+        "/api/v1/generate",
+        "/api/v1/batch",
+        "/v1/chat/completions",
+        "/v1/completions",
+    }
