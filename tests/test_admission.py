@@ -65,3 +65,16 @@ def test_a_batch_takes_a_place_per_prompt_but_at_most_the_whole_share():
     admission.take(3)
     with pytest.raises(Unavailable):
         admission.take(2)
+
+
+def test_a_reservation_dropped_without_settling_gives_its_places_back():
+    import gc
+
+    from sutazai.api.deps import Reservation
+
+    admission = Admission("m", 2, retry_after_s=1)
+    reservation = Reservation(caller=None, prompt_tokens=0, tokens=0, ticket=admission.take())  # type: ignore[arg-type]
+    assert admission.in_flight == 1
+    del reservation
+    gc.collect()
+    assert admission.in_flight == 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -150,6 +151,12 @@ class Reservation:
     ticket: Ticket | None = None  # the places taken in this replica's admission of the model
     used: Usage = field(default_factory=Usage)  # what `settle` charges: nothing until output arrives
     settled: bool = False
+
+    def __post_init__(self) -> None:
+        # A stream whose client left before its generator first ran never reaches `settle`: its
+        # places would be lost to this replica for good (the Redis slot at least expires).
+        if self.ticket is not None:
+            weakref.finalize(self, self.ticket.release)
 
     def saw(self, chunk: GenerationChunk) -> None:
         """Follow a stream: its final usage when it comes, else the prompt and a token per chunk sent."""
