@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     haproxy: bool = True
     # HAProxy's global connection cap (RAY_SERVE_HAPROXY_MAXCONN; lowered to what the open files
     # limit allows: HAProxy needs ~2.5 descriptors a connection and refuses to start otherwise) and
-    # its threads (unset: the machine's cores, at most 4; Serve's default is 4 whatever the machine).
+    # its threads (unset: half the machine's cores, 1 to 4; Serve's default is 4 whatever the machine).
     haproxy_maxconn: int = 4096
     haproxy_threads: int | None = None
     # The niceness Ray starts its workers at (RAY_worker_niceness; Ray's default is 15): every Serve

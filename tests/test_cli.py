@@ -308,6 +308,15 @@ def test_run_raises_the_open_files_limit_to_the_hard_one():
     assert maxconn_after == min(100000, (hard - cli.HAPROXY_OWN_FDS) // 2)
 
 
+def test_haproxy_takes_half_the_cores_unless_told(tmp_path, monkeypatch):
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    for cores, threads in ((1, 1), (2, 1), (3, 1), (4, 2), (8, 4), (64, 4)):
+        monkeypatch.setattr(cli.os, "cpu_count", lambda cores=cores: cores)
+        assert cli.haproxy_threads(settings) == threads, cores
+    settings.haproxy_threads = 3
+    assert cli.haproxy_threads(settings) == 3
+
+
 def test_head_env_carries_the_worker_niceness_and_haproxy_settings(tmp_path):
     settings = Settings(_env_file=None, data_dir=tmp_path, worker_niceness=7, haproxy_maxconn=3000, haproxy_threads=2)
     assert cli.head_env(settings)["RAY_worker_niceness"] == "7"
