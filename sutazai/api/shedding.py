@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sutazai.api.errors import error_body
 from sutazai.inference import InferenceService
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,8 +51,7 @@ class SheddingMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = scope.get("state", {}).get("request_id")
-        message = "every model is at capacity; retry later"
-        body = json.dumps({"error": {"code": "unavailable", "message": message, "request_id": request_id}}).encode()
+        body = json.dumps(error_body("unavailable", "every model is at capacity; retry later", request_id)).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

@@ -384,16 +384,18 @@ class LlamaBatchEngine(LlamaCppEngine):
                 n = n // self.n_batch * self.n_batch
             return n if n > 1 else 0  # a shared BOS alone is not worth another cache
 
+        reuse = {seq_id: reusable(seq_id) for seq_id in self._free_ids}
+
         def rank(seq_id: int) -> tuple[int, int, bool, int]:
             return (
                 _runs(running | {seq_id}) if streams else 0,
-                -reusable(seq_id),
+                -reuse[seq_id],
                 bool(self._cached.get(seq_id)),
                 self._last_used.get(seq_id, -1),
             )
 
         best = min(self._free_ids, key=rank)
-        best_len = reusable(best)
+        best_len = reuse[best]
         self._free_ids.remove(best)
         self._uses += 1
         self._last_used[best] = self._uses
@@ -424,13 +426,13 @@ class LlamaBatchEngine(LlamaCppEngine):
             left = len(seq.prompt) - seq.fed
             if left <= 0:
                 continue
-            if not self.kv_unified:
+            if not self.kv_unified:  # each chunk a call of its own, at most PROMPT_CALLS_PER_STEP of them
                 if feeds == PROMPT_CALLS_PER_STEP:
                     break
                 feeds += 1
-            if not self.kv_unified and call.tokens:
-                calls.append(call)
-                call = _Call()
+                if call.tokens:
+                    calls.append(call)
+                    call = _Call()
             # batch-invariant: chunk boundaries at multiples of n_batch, as a cold feed would cut them
             room = self.n_batch - len(call.tokens) if self.kv_unified else self.n_batch - seq.fed % self.n_batch
             take = min(left, room)
