@@ -137,13 +137,11 @@ class LlamaBatchEngine(LlamaCppEngine):
     def __init__(
         self, spec: ModelSpec, model_path: Path, *, batch_invariant: bool = True, kv_unified: bool = False
     ) -> None:
-        """`batch_invariant` keeps llama.cpp's repacked CPU kernels off: with them, a step of 4+
-        sequences runs a GEMM that quantizes activations differently from the 1-sequence GEMV, so a
-        sequence's logits (hence its sampled text for a seed) would depend on what else is in the
-        batch. Without them the same request gives the same tokens alone or batched with up to 6
-        others; a step of 8 or more rows takes another path in llama.cpp's CPU kernels (not located:
-        not the 1-vs-2-row switch to llamafile's sgemm, not flash attention's tiling) and a text can
-        part from its solo run (8 copies of one request: all parted within 40 tokens).
+        """`batch_invariant` runs llama.cpp's plain CPU kernels (`cpu_kernels`): with its repacked
+        or tiled ones, a step of 4+ (repacked) or 8+ (tiled) sequences runs another matmul than a
+        step of one, so a sequence's logits (hence its sampled text for a seed) would depend on
+        what else is in the batch. With the plain ones the same request gives the same tokens
+        alone or batched with any others (10 copies of one request together: all equal alone).
 
         `kv_unified` puts every sequence in one KV buffer and prompt chunks in the same batch as
         the decode tokens: faster at 8 streams, but a sequence's numbers then depend on where its

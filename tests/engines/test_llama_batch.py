@@ -63,6 +63,17 @@ async def test_a_batched_run_equals_a_run_alone_for_the_same_seed(engine):
         assert all(r.text for r in together)
 
 
+async def test_ten_copies_of_a_request_together_each_equal_its_run_alone(tmp_path_factory):
+    # 8+ rows in a step is where llama.cpp's tiled K-quant matmul would take over (cpu_kernels)
+    engine = batched_engine(tmp_path_factory, 10)
+    try:
+        alone = (await engine.generate(req(max_tokens=32))).text
+        together = await asyncio.gather(*(engine.generate(req(max_tokens=32)) for _ in range(10)))
+        assert alone and [r.text for r in together] == [alone] * 10
+    finally:
+        engine.close()
+
+
 async def test_stop_strings_never_reach_the_stream(engine):
     free, _ = await streamed(engine, req(max_tokens=48))
     words = free.split()
