@@ -51,6 +51,7 @@ from sutazai.mcp.config import (
 )
 from sutazai.mcp.errors import CallTimedOut, InstanceRetired, ServerUnavailable
 from sutazai.mcp.gateway import MCPGateway
+from sutazai.mcp.lane import LaneServer
 from sutazai.settings import Settings
 
 NAMESPACE = "sutazai"
@@ -261,6 +262,8 @@ class MCPProcess:
         self._last_used = time.monotonic()
         self._retired = False  # a per_user server that went idle: it takes no more calls
         self._reaper: asyncio.Task | None = None
+        self._lane = LaneServer(self.call_tool)  # same-node tool calls without Ray (sutazai.mcp.lane)
+        self._lane_start: asyncio.Task | None = None
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -473,6 +476,19 @@ class MCPProcess:
                 self._wake.set()
         self._ensure_supervisor()
         return self.status()
+
+    async def lane(self) -> dict | None:
+        """Where a gateway on this node can send tool calls without Ray (None: it cannot)."""
+        self._use()
+        if self._lane_start is None:
+            self._lane_start = asyncio.get_running_loop().create_task(self._lane.start())
+        try:
+            await asyncio.shield(self._lane_start)
+        except OSError as exc:  # e.g. no private socket folder: every call goes through Ray
+            self.log.warning("MCP server %r: no same-node lane (%s: %s)", self.name, type(exc).__name__, exc)
+            return None
+        endpoint = self._lane.endpoint()
+        return None if endpoint is None else {**endpoint, "node_id": ray.get_runtime_context().get_node_id()}
 
     async def list_tools(self, timeout: float | None = None) -> dict:
         """The tools as listed at the last start, with the start they belong to."""

@@ -35,11 +35,13 @@ from sutazai import metrics
 from sutazai.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from sutazai.mcp.config import USER_PLACEHOLDER, MCPConfig, ServerConfig, user_placeholders
 from sutazai.mcp.errors import InstanceRetired, ServerUnavailable
+from sutazai.mcp.lane import LaneClient, LaneLost
 from sutazai.settings import Settings
 
 logger = logging.getLogger("sutazai.mcp.gateway")
 
 ACTOR_SLACK_S = 5.0  # beyond a call's own timeout, for the hop to the actor
+LANE_RETRY_S = 30.0  # after an actor offered no lane (or it failed), its calls go through Ray this long
 
 
 # What GET /servers shows of a server to a caller whose role may not use it.
@@ -55,6 +57,15 @@ class _Instance:
 
     actor: Any
     seen: float
+
+
+@dataclass
+class _Lane:
+    """The same-node lane to one actor (sutazai.mcp.lane), or its absence until `retry_at`."""
+
+    actor: Any
+    client: LaneClient | None
+    retry_at: float
 
 
 @dataclass
@@ -103,6 +114,7 @@ class MCPGateway:
         self._instances: dict[str, _Instance] = {}  # "<server>/<user>" -> that user's actor, as last seen
         self._locks: dict[str, asyncio.Lock] = {}
         self._listings: dict[str, _Listing] = {}  # by server name, or "<server>/<user>" for per_user ones
+        self._lanes: dict[str, _Lane] = {}  # same keys: the actor's socket, when it is on this node
         for name, server in config.enabled().items():
             if server.scope == "per_user" and USER_PLACEHOLDER not in server.placeholders():
                 logger.warning("MCP server %r runs per user but uses no ${USER_DIR}: its users share its data", name)
@@ -188,7 +200,9 @@ class MCPGateway:
         timeout = timeout or config.call_timeout_s
         started = time.perf_counter()
         try:
-            result = await self._ask(key, actor.call_tool.remote(tool, arguments, timeout), timeout + ACTOR_SLACK_S)
+            lane = await self._lane(key, actor)
+            call = lane.call(tool, arguments, timeout) if lane else actor.call_tool.remote(tool, arguments, timeout)
+            result = await self._ask(key, call, timeout + ACTOR_SLACK_S)
         except Exception:
             metrics.MCP_CALL_ERRORS.record(1, server=server, kind="call")
             raise
@@ -202,7 +216,8 @@ class MCPGateway:
         return {"server": server, "tool": tool, **result, "latency_ms": latency_ms}
 
     async def health(self) -> dict[str, dict]:
-        """Per enabled server: status, round-trip latency through actor and server (a ping), restarts.
+        """Per enabled server: status, round-trip latency through actor and server (a ping), restarts,
+        and (a shared server) whether this gateway's calls take the same-node lane.
 
         A per_user server is "ready" unless a user's process this gateway knows of is not;
         `instances` counts those processes.
@@ -237,8 +252,11 @@ class MCPGateway:
             trouble = next((r for r in live if r["status"] != "ready"), None)
             return {**(trouble or {"status": "ready", "latency_ms": None}), "instances": len(live)}
 
+        async def shared(name: str) -> dict:
+            return {**await one(self.actors[name]), "lane": self._lane_open(name)}
+
         names = [name for name, server in self.config.enabled().items()]
-        reports = await asyncio.gather(*(one(self.actors[n]) if n in self.actors else per_user(n) for n in names))
+        reports = await asyncio.gather(*(shared(n) if n in self.actors else per_user(n) for n in names))
         return dict(zip(names, reports, strict=True))
 
     # ---- admin ----------------------------------------------------------
@@ -275,6 +293,8 @@ class MCPGateway:
 
         actors = {**self.actors, **{key: i.actor for key, i in self._instances.items()}}
         self._instances.clear()
+        for key in list(self._lanes):
+            self._drop_lane(key)
         await asyncio.gather(*(one(name, actor) for name, actor in actors.items()))
 
     # ---- helpers --------------------------------------------------------
@@ -343,6 +363,43 @@ class MCPGateway:
     def _forget(self, key: str) -> None:
         self._instances.pop(key, None)
         self._listings.pop(key, None)
+        self._drop_lane(key)
+
+    async def _lane(self, key: str, actor: Any) -> LaneClient | None:
+        """The connection to `actor`'s socket when it runs on this node; None: call through Ray.
+
+        Asked of the actor once (and again after the connection ends); an actor that offers
+        none, runs elsewhere or cannot be reached this way is called through Ray for LANE_RETRY_S.
+        """
+        lane = self._lanes.get(key)
+        if lane is not None and lane.actor is actor:
+            if lane.client is not None and not lane.client.closed:
+                return lane.client
+            if lane.client is None and time.monotonic() < lane.retry_at:
+                return None
+        async with self._locks.setdefault(f"lane:{key}", asyncio.Lock()):
+            lane = self._lanes.get(key)
+            if lane is not None and lane.actor is actor and lane.client is not None and not lane.client.closed:
+                return lane.client
+            self._drop_lane(key)
+            client = None
+            try:
+                endpoint = await asyncio.wait_for(_as_future(actor.lane.remote()), self.settings.health_timeout_s)
+                if endpoint is not None and endpoint["node_id"] == _node_id():
+                    client = await LaneClient.connect(endpoint)
+            except Exception as exc:  # the lane only saves time: whatever failed, Ray still carries the call
+                logger.info("MCP server %r: calls go through Ray (no lane: %s)", _server_of(key), _message(exc))
+            self._lanes[key] = _Lane(actor, client, time.monotonic() + LANE_RETRY_S)
+            return client
+
+    def _lane_open(self, key: str) -> bool:
+        lane = self._lanes.get(key)
+        return lane is not None and lane.client is not None and not lane.client.closed
+
+    def _drop_lane(self, key: str) -> None:
+        lane = self._lanes.pop(key, None)
+        if lane is not None and lane.client is not None:
+            lane.client.abandon()
 
     async def _status(self, name: str, user: str | None) -> dict:
         server = self.config.mcp_servers[name]
@@ -392,7 +449,8 @@ class MCPGateway:
         )
 
     async def _ask(self, key: str, ref: Any, timeout: float) -> Any:
-        """Await an actor call, turning a down server, a dead actor or a timeout into a 503."""
+        """Await an actor call (through Ray or the lane), turning a down server, a dead actor,
+        a lost lane or a timeout into a 503."""
         name = _server_of(key)
         try:
             async with asyncio.timeout(timeout):  # cheaper than wait_for: no extra task per call
@@ -409,6 +467,11 @@ class MCPGateway:
         except RayActorError as exc:
             message = f"MCP process actor for {name!r} is not reachable ({type(exc).__name__}); Ray is restarting it"
             self._instances.pop(key, None)  # a per_user one is reached afresh next time
+            self._drop_lane(key)
+        except LaneLost as exc:  # the actor's process ended under the call (or closed the socket)
+            message = f"MCP process actor for {name!r} was lost during the call ({exc}); the tool may have run"
+            self._instances.pop(key, None)
+            self._drop_lane(key)
         else:
             if (instance := self._instances.get(key)) is not None:
                 instance.seen = time.monotonic()
@@ -459,6 +522,14 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _node_id() -> str | None:
+    """The Ray node this gateway runs on (None outside Ray: no lanes)."""
+    try:
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:
+        return None
 
 
 def _as_future(ref: Any) -> asyncio.Future[Any]:

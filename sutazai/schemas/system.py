@@ -36,6 +36,7 @@ class ComponentHealth(BaseModel):
     restarts: int | None = None
     tools: int | None = None
     last_error: str | None = None
+    lane: bool | None = None  # this replica calls the server over its actor's same-node socket, not Ray
 
 
 class HealthReport(BaseModel):

@@ -218,6 +218,28 @@ def gone(pid: int) -> bool:
         return True
 
 
+async def test_calls_from_the_actors_node_take_its_socket_lane_not_ray(gateway):
+    await gateway.execute("time", "get_current_time", {"timezone": "UTC"}, "user")
+    assert (await gateway.health())["time"]["lane"] is True
+
+
+async def test_after_the_actor_process_dies_calls_take_the_new_processes_lane(gateway, status):
+    await gateway.execute("time", "get_current_time", {"timezone": "UTC"}, "user")
+    before = await status("time")
+    os.kill(before["actor_pid"], signal.SIGKILL)
+
+    async def served_again():
+        try:
+            return not (await gateway.execute("time", "get_current_time", {"timezone": "UTC"}, "user"))["is_error"]
+        except SutazaiError as exc:
+            assert status_of(exc) == 503  # while Ray restarts the actor
+            return False
+
+    await wait_until(served_again, timeout=30)
+    assert (await status("time"))["actor_pid"] != before["actor_pid"]
+    assert (await gateway.health())["time"]["lane"] is True
+
+
 async def test_health_reports_each_server_with_a_ping_latency(gateway):
     health = await gateway.health()
     assert health["time"]["status"] == "ready"
