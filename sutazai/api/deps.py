@@ -19,13 +19,14 @@ tasks (`find_root_task`): with 1,000 requests in flight that was most of the rep
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, Query, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -297,6 +298,29 @@ class Auditor:
             details=details,
             request_id=self.request_id,
         )
+
+    def record_after_response(
+        self,
+        background: BackgroundTasks,
+        action: str,
+        *,
+        target: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """`record`, once the response is sent: for a hot route whose caller should not wait on
+        the log's round trip (measured: ~0.8 ms of an MCP call). Written by this replica right
+        after; lost only if the replica dies in between, and a failed write is logged, not the
+        caller's error (the action itself succeeded)."""
+        background.add_task(self._record_or_log, action, target=target, details=details)
+
+    async def _record_or_log(self, action: str, *, target: str | None, details: dict[str, Any] | None) -> None:
+        try:
+            await self.record(action, target=target, details=details)
+        except Exception as exc:
+            _audit_logger.error("audit entry %s %s not written: %s: %s", action, target, type(exc).__name__, exc)
+
+
+_audit_logger = logging.getLogger("sutazai.audit")
 
 
 async def auditor(request: Request, services: ServicesDep, ip: ClientIpDep, request_id: RequestIdDep) -> Auditor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, BackgroundTasks, Depends
 
 from sutazai.api.deps import AdminDep, AuditDep, PageDep, ServicesDep, UserDep, ViewerDep
 from sutazai.errors import SutazaiError, Unavailable
@@ -47,11 +47,13 @@ async def list_tools(name: str, caller: ViewerDep, gateway: GatewayDep, page: Pa
 
 
 @router.post("/execute", response_model=ToolResult)
-async def execute(body: ExecuteRequest, caller: UserDep, gateway: GatewayDep, audit: AuditDep) -> ToolResult:
+async def execute(
+    body: ExecuteRequest, caller: UserDep, gateway: GatewayDep, audit: AuditDep, background: BackgroundTasks
+) -> ToolResult:
     """Call a tool. A tool's own failure is a 200 with `is_error: true`; a down server is a 503.
 
     Every call is audited, refused ones too: server/tool, the argument names (never their values)
-    and the outcome.
+    and the outcome; a call that ran is written once its answer is sent.
     """
     target = f"{body.server}/{body.tool}"
     names = {"arguments": [_loggable(name) for name in list(body.arguments)[:MAX_AUDITED_NAMES]]}
@@ -62,7 +64,9 @@ async def execute(body: ExecuteRequest, caller: UserDep, gateway: GatewayDep, au
     except SutazaiError as exc:
         await audit.record("mcp.execute", target=target, details={**names, "error": exc.code})
         raise
-    await audit.record("mcp.execute", target=target, details={**names, "is_error": result["is_error"]})
+    audit.record_after_response(
+        background, "mcp.execute", target=target, details={**names, "is_error": result["is_error"]}
+    )
     return ToolResult.model_validate(result)
 
 

@@ -71,10 +71,25 @@ async def apply_migrations(conn: asyncpg.Connection, migrations: list[Migration]
     return applied_now
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A connection's reset on its way back to the pool, beyond asyncpg's own (which rolls back
+    an open transaction and drops listeners): nothing. asyncpg's default also runs
+    `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`, a second round trip after
+    every query, undoing what this app never leaves on a connection: its settings are
+    transaction-local (`set_config(..., true)`), its locks `pg_advisory_xact_lock` (the
+    migration lock is released before its connection returns), and its LISTENs hold connections
+    of their own (task_events, principal_cache), never pooled ones."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0) -> asyncpg.Pool:
     """Connect, migrate, and return a pool."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, timeout=timeout_s, command_timeout=timeout_s * 6
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout_s,
+        command_timeout=timeout_s * 6,
+        reset=_keep_session,
     )
     async with pool.acquire() as conn:
         await apply_migrations(conn)
