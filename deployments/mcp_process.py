@@ -583,6 +583,7 @@ class MCPProcess:
         if self._supervisor is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._supervisor, timeout=10)
+        await self._lane.close()  # the actor ends next: no socket file left behind
         return self.status()
 
     async def health(self, timeout: float = 3.0) -> dict:

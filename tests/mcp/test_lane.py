@@ -110,11 +110,12 @@ async def test_a_call_in_flight_when_the_actor_side_closes_is_lane_lost(served):
         await client.call("echo", {"text": "x"}, 5)
 
 
-async def test_a_closed_server_refuses_new_connections(served):
+async def test_a_closed_server_refuses_new_connections_and_leaves_no_socket_file(served):
     _, server = served
     endpoint = server.endpoint()
     await server.close()
     assert server.endpoint() is None
+    assert not os.path.exists(endpoint["path"])
     with pytest.raises(LaneRefused):
         await LaneClient.connect(endpoint)
 
