@@ -42,6 +42,7 @@ from sutazai.schemas.engine import GenerationChunk, GenerationRequest, Usage
 from sutazai.services import Services
 
 MAX_OFFSET = INT32_MAX
+_audit_logger = logging.getLogger("sutazai.audit")
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -318,9 +319,6 @@ class Auditor:
             await self.record(action, target=target, details=details)
         except Exception as exc:
             _audit_logger.error("audit entry %s %s not written: %s: %s", action, target, type(exc).__name__, exc)
-
-
-_audit_logger = logging.getLogger("sutazai.audit")
 
 
 async def auditor(request: Request, services: ServicesDep, ip: ClientIpDep, request_id: RequestIdDep) -> Auditor:

@@ -67,6 +67,10 @@ class _Lane:
     client: LaneClient | None
     retry_at: float
 
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and not self.client.closed
+
 
 @dataclass
 class _Listing:
@@ -373,13 +377,13 @@ class MCPGateway:
         """
         lane = self._lanes.get(key)
         if lane is not None and lane.actor is actor:
-            if lane.client is not None and not lane.client.closed:
+            if lane.connected:
                 return lane.client
             if lane.client is None and time.monotonic() < lane.retry_at:
                 return None
         async with self._locks.setdefault(f"lane:{key}", asyncio.Lock()):
             lane = self._lanes.get(key)
-            if lane is not None and lane.actor is actor and lane.client is not None and not lane.client.closed:
+            if lane is not None and lane.actor is actor and lane.connected:
                 return lane.client
             self._drop_lane(key)
             client = None
@@ -394,7 +398,7 @@ class MCPGateway:
 
     def _lane_open(self, key: str) -> bool:
         lane = self._lanes.get(key)
-        return lane is not None and lane.client is not None and not lane.client.closed
+        return lane is not None and lane.connected
 
     def _drop_lane(self, key: str) -> None:
         lane = self._lanes.pop(key, None)
