@@ -45,6 +45,14 @@ def _gone(process: psutil.Process) -> bool:
         return True
 
 
+def _name(process: psutil.Process) -> str | None:
+    """A process's name, or None for one that has ended meanwhile."""
+    try:
+        return process.name()
+    except psutil.NoSuchProcess:
+        return None
+
+
 def _processes_naming(text: str) -> list[psutil.Process]:
     """Live processes whose command line mentions `text`."""
     return [
@@ -170,7 +178,7 @@ def run() -> Iterator[Run]:
 
 
 def _assert_all_stopped(run: Run, processes: list[psutil.Process]) -> None:
-    still = [f"{p.pid} {p.name()}" for p in processes if not _gone(p)]
+    still = [f"{p.pid} {name}" for p in processes if not _gone(p) and (name := _name(p)) is not None]
     assert not still, f"still running: {still}\n{run.tail()}"
     assert not run.left_behind(), run.left_behind()
     assert _port_is_free(run.port)

@@ -28,16 +28,34 @@ def run() -> Iterator[Run]:
 
 
 def _listening(processes) -> set[tuple[str, int]]:
-    return {
-        (c.laddr.ip, c.laddr.port) for p in processes for c in p.net_connections(kind="tcp") if c.status == "LISTEN"
-    }
+    """The TCP addresses the processes listen on; one that ended meanwhile counts for none
+    (HAProxy reloads when replicas change: a new process takes over and the old one exits)."""
+    found = set()
+    for process in processes:
+        try:
+            connections = process.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        found |= {(c.laddr.ip, c.laddr.port) for c in connections if c.status == "LISTEN"}
+    return found
+
+
+def _haproxy_listening_on(folder, address: tuple[str, int]) -> list[psutil.Process]:
+    """The run's HAProxy processes, once one of them listens on `address` (within a few seconds,
+    as a reload may be under way); the last list seen if none does."""
+    deadline = time.monotonic() + 10
+    while True:
+        haproxy = cli.haproxy_processes(folder)
+        if address in _listening(haproxy) or time.monotonic() > deadline:
+            return haproxy
+        time.sleep(0.2)
 
 
 def test_haproxy_serves_the_run_on_its_host_and_port_and_stop_ends_it(run):
     run.start()
     run.wait_until_up()
     folder = cli.haproxy_dir(Settings(_env_file=None, data_dir=run.data_dir))
-    haproxy = cli.haproxy_processes(folder)
+    haproxy = _haproxy_listening_on(folder, ("127.0.0.1", run.port))
     assert haproxy, run.tail()
     assert ("127.0.0.1", run.port) in _listening(haproxy)
     configs = list(folder.glob("*/haproxy.cfg"))

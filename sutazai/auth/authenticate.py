@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sutazai.auth import api_keys
 from sutazai.auth.principal import API_KEY, JWT, Principal
 from sutazai.auth.principal_cache import PrincipalCache, credential_hash
@@ -16,7 +18,12 @@ class Authenticator:
     """Checks a credential against the signer and the database, so a revoked key, a
     logged-out session, a disabled user or a role change applies at once. A replica
     remembers resolved principals for a few seconds (`PrincipalCache`); every such change
-    announces itself and drops them, so the cache never outlives a revocation."""
+    announces itself and drops them, so the cache never outlives a revocation.
+
+    Concurrent requests with one unknown credential share one lookup (a burst from one key on a
+    replica that has not seen it yet costs one query, not one per request, and does not drain
+    the pool): only while the cache is on, and only a lookup begun since the last revocation
+    this replica heard of, so a request never gets an answer read before a revocation it follows."""
 
     def __init__(
         self,
@@ -29,6 +36,7 @@ class Authenticator:
         self.sessions = sessions
         self.keys = keys
         self.cache = cache
+        self._lookups: dict[tuple[str, int], asyncio.Future[Principal]] = {}  # (hash, generation) -> lookup
 
     def cached(self, credential: str | None) -> Principal | None:
         """The principal this credential resolved to recently, without I/O; None when unknown.
@@ -53,6 +61,24 @@ class Authenticator:
         found = self.cached(token)
         if found is not None:
             return found
+        if self.cache is None or not self.cache.enabled:
+            return await self._look_up(token)
+        key = (credential_hash(token), self.cache.generation())
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up(token))
+            self._lookups[key] = lookup
+            lookup.add_done_callback(lambda done: self._lookup_done(key, done))
+        # One caller leaving (a client gone) must not cancel the lookup the others wait for.
+        return await asyncio.shield(lookup)
+
+    def _lookup_done(self, key: tuple[str, int], lookup: asyncio.Future[Principal]) -> None:
+        if self._lookups.get(key) is lookup:
+            del self._lookups[key]
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved here, so one nobody awaited any more is not logged as lost
+
+    async def _look_up(self, token: str) -> Principal:
         if api_keys.looks_like_key(token):
             return await self._from_api_key(token)
         return await self._from_jwt(token)

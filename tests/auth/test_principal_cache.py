@@ -48,6 +48,47 @@ async def test_a_repeat_request_does_not_look_the_credential_up_again(app, clien
     assert services_of(app).authenticator.cache.hits >= 4
 
 
+async def test_concurrent_requests_with_one_new_credential_share_one_lookup(app, client, auth_headers, monkeypatch):
+    headers = await auth_headers("user")
+    created = await create_key(client, headers)
+    calls = count_lookups(monkeypatch, services_of(app))
+    key = bearer(created["key"])
+    responses = await asyncio.gather(*(client.get("/test/things", headers=key) for _ in range(20)))
+    assert [r.status_code for r in responses] == [200] * 20
+    assert calls == {"keys": 1, "sessions": 0}
+
+
+async def test_a_request_after_a_revocation_does_not_share_a_lookup_begun_before_it(
+    app, client, auth_headers, monkeypatch
+):
+    headers = await auth_headers("user")
+    created = await create_key(client, headers)
+    services = services_of(app)
+    lookup, reads = services.api_keys.lookup, []
+    read_before_revocation, revoked = asyncio.Event(), asyncio.Event()
+
+    async def lookup_held_after_the_first_read(key_hash):
+        found = await lookup(key_hash)
+        reads.append(found)
+        if len(reads) == 1:
+            read_before_revocation.set()
+            await revoked.wait()
+        return found
+
+    monkeypatch.setattr(services.api_keys, "lookup", lookup_held_after_the_first_read)
+    key = bearer(created["key"])
+    first = asyncio.create_task(client.get("/test/things", headers=key))
+    await read_before_revocation.wait()
+    assert (await client.delete(f"/api/v1/auth/keys/{created['id']}", headers=headers)).status_code == 204
+    try:  # joined to the held lookup it would wait for ever: the timeout turns that into a failure
+        after = await asyncio.wait_for(client.get("/test/things", headers=key), 10)
+    finally:
+        revoked.set()
+    await first
+    assert_401(after)
+    assert len(reads) == 2
+
+
 async def test_a_revoked_key_is_refused_on_the_next_request_while_cached(app, client, auth_headers):
     headers = await auth_headers("user")
     created = await create_key(client, headers)
