@@ -133,16 +133,26 @@ class InferenceService:
         self, client: ModelClient, request: GenerationRequest, *, cache_scope: str
     ) -> tuple[GenerationResult, bool]:
         """The result and whether it came from the cache (of `cache_scope`: a user, or shared)."""
-        name = client.spec.name
-        cached = await self.cache.get(name, request, cache_scope)
+        cached = await self.cached(client, request, cache_scope=cache_scope)
         if cached is not None:
             return cached, True
+        return await self.generate(client, request, cache_scope=cache_scope), False
+
+    async def cached(
+        self, client: ModelClient, request: GenerationRequest, *, cache_scope: str
+    ) -> GenerationResult | None:
+        """The cache's answer (no I/O for a request that cannot have one: not deterministic, cache off)."""
+        return await self.cache.get(client.spec.name, request, cache_scope)
+
+    async def generate(self, client: ModelClient, request: GenerationRequest, *, cache_scope: str) -> GenerationResult:
+        """The model's answer (not looked up in the cache; stored there for the next caller)."""
+        name = client.spec.name
         try:
             result = await client.generate(request)
         except Exception as exc:
             raise self._error(exc, name) from None
         await self.cache.put(name, request, result, cache_scope)
-        return result, False
+        return result
 
     async def open_stream(
         self, client: ModelClient, request: GenerationRequest, *, cache_scope: str

@@ -91,9 +91,7 @@ async def chat(
     body: ChatRequest, caller: ModelCallerDep, services: ServicesDep, request_id: RequestIdDep
 ) -> ChatResponse:
     turn = await _prepare_turn(body, services, request_id, caller.principal.user_id)
-    async with await caller.reserve([turn.request], turn.client) as reservation:
-        result, cached = await services.inference.complete(turn.client, turn.request, cache_scope=caller.cache_scope)
-        reservation.used = result.usage
+    result, cached = await caller.complete(turn.client, turn.request)
     await turn.store(services, result)
     return ChatResponse(
         conversation_id=turn.conversation_id,
@@ -155,9 +153,7 @@ async def generate(
     """Raw text continuation, no chat template."""
     client = services.inference.resolve(body.model)
     generation = services.inference.build_request(client.spec, body, prompt=body.prompt, request_id=request_id)
-    async with await caller.reserve([generation], client) as reservation:
-        result, cached = await services.inference.complete(client, generation, cache_scope=caller.cache_scope)
-        reservation.used = result.usage
+    result, cached = await caller.complete(client, generation)
     return GenerateResponse(
         model=client.spec.name,
         text=result.text,

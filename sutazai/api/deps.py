@@ -38,7 +38,7 @@ from sutazai.cache import SHARED
 from sutazai.errors import Forbidden, RateLimited, Unauthenticated
 from sutazai.inference import ModelClient
 from sutazai.schemas.common import INT32_MAX
-from sutazai.schemas.engine import GenerationChunk, GenerationRequest, Usage
+from sutazai.schemas.engine import GenerationChunk, GenerationRequest, GenerationResult, Usage
 from sutazai.services import Services
 
 MAX_OFFSET = INT32_MAX
@@ -209,6 +209,30 @@ class ModelCaller:
         self.state.token_rate_limit = decision
         if not decision.allowed:
             raise token_limited(decision, f"token limit of {decision.limit} tokens per minute exceeded")
+
+    async def complete(self, client: ModelClient, request: GenerationRequest) -> tuple[GenerationResult, bool]:
+        """One request's answer and whether it was cached. A cached answer takes no place in the
+        model and no concurrency slot (it runs nothing: served even while the model is full), and
+        is charged its tokens; otherwise the call is reserved, run and settled with what it used."""
+        result = await self.services.inference.cached(client, request, cache_scope=self.cache_scope)
+        if result is not None:
+            await self.charge(result.usage.total_tokens)
+            return result, True
+        async with await self.reserve([request], client) as reservation:
+            result = await self.services.inference.generate(client, request, cache_scope=self.cache_scope)
+            reservation.used = result.usage
+        return result, False
+
+    async def charge(self, tokens: int) -> None:
+        """Count tokens used without a model call (a cached answer); 429 when the budget is already
+        spent, as `check_budget`. One round trip to Redis."""
+        limits = self.token_limits()
+        if not limits:
+            return
+        refused, decision = await self.services.limiter.gate(TOKENS, limits, TOKENS, limits, tokens)
+        self.state.token_rate_limit = decision if refused.allowed else refused
+        if not refused.allowed:
+            raise token_limited(refused, f"token limit of {refused.limit} tokens per minute exceeded")
 
     async def reserve(self, requests: list[GenerationRequest], client: ModelClient | None = None) -> Reservation:
         """Hold places in `client`'s model (503 at once when this replica's share is taken: see

@@ -175,9 +175,7 @@ async def chat_completions(
             request = GenerationRequest.model_validate(request.model_dump() | {"messages": messages})
 
     if not body.stream:
-        async with await caller.reserve([request], client) as reservation:
-            result, _ = await services.inference.complete(client, request, cache_scope=caller.cache_scope)
-            reservation.used = result.usage
+        result, _ = await caller.complete(client, request)
         message = AssistantMessage(content=result.text)
         finish = _FINISH[result.finish_reason]
         if names is not None:

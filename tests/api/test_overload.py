@@ -15,6 +15,7 @@ import time
 
 import httpx
 
+from sutazai.auth.rate_limit import TOKENS
 from sutazai.catalog import Autoscaling, DeploymentOptions, ModelCatalog
 from tests.conftest import app_in_process
 
@@ -152,3 +153,77 @@ def test_the_shed_routes_are_the_ones_that_run_a_model():
         "/v1/chat/completions",
         "/v1/completions",
     }
+
+
+async def test_a_cached_answer_is_served_to_a_caller_at_its_concurrency_cap_and_charged_its_tokens(
+    serve_app, replica_settings, user_headers
+):
+    """A cached answer runs nothing, so it takes none of the caller's concurrent model calls:
+    with its one call running, a new call is refused (429) but a cached answer is served, and
+    it costs the caller the tokens it reports."""
+    settings = replica_settings(cache_enabled=True, max_concurrent_model_requests=1)
+    catalog = ModelCatalog.load(settings.models_dir)
+    name = settings.default_model or catalog.names()[0]
+    body = {"prompt": "The cache keeps", "max_tokens": 3, "seed": 4242, "model": name}
+    slow = {"prompt": "Once upon a time", "max_tokens": 48, "temperature": 0.9, "model": name}  # never cached
+
+    async with (
+        app_in_process(settings, catalog) as app,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://app", timeout=300, headers=user_headers
+        ) as client,
+    ):
+        await app.state.services.cache.invalidate(name)
+        first = await client.post("/api/v1/generate", json=body)
+        assert first.status_code == 200 and first.json()["cached"] is False, first.text
+        cached = [await client.post("/api/v1/generate", json=body) for _ in range(2)]
+        admission = app.state.services.inference.clients[name].admission
+        holding = asyncio.create_task(client.post("/api/v1/generate", json=slow))
+        while admission.in_flight == 0:
+            await asyncio.sleep(0.005)
+        refused = await client.post("/api/v1/generate", json=body | {"max_tokens": 4})  # not cached
+        again = await client.post("/api/v1/generate", json=body)
+        assert not holding.done()
+        assert (await holding).status_code == 200
+
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "too_many_concurrent_requests"
+    assert again.status_code == 200, again.text
+    assert again.json()["cached"] is True
+    assert again.json()["text"] == first.json()["text"]
+    assert [r.json()["cached"] for r in cached] == [True, True]
+    remaining = [int(r.headers["x-ratelimit-remaining-tokens"]) for r in cached]
+    assert remaining[0] - remaining[1] == cached[1].json()["usage"]["total_tokens"] > 0
+
+
+async def test_a_cached_answer_is_refused_once_the_callers_token_budget_is_spent(
+    serve_app, replica_settings, user_headers
+):
+    settings = replica_settings(cache_enabled=True, max_concurrent_model_requests=10_000, ingress_min_replicas=1)
+    catalog = ModelCatalog.load(settings.models_dir)
+    name = settings.default_model or catalog.names()[0]
+    body = {"prompt": "The budget keeps", "max_tokens": 3, "seed": 4343, "model": name}
+
+    async with (
+        app_in_process(settings, catalog) as app,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://app", timeout=300, headers=user_headers
+        ) as client,
+    ):
+        services = app.state.services
+        await services.cache.invalidate(name)
+        first = await client.post("/api/v1/generate", json=body)
+        assert first.status_code == 200 and first.json()["cached"] is False, first.text
+        principal = services.authenticator.cached(user_headers["Authorization"].removeprefix("Bearer "))
+        assert principal is not None
+        limits = principal.token_limits(settings)
+        for limit in limits:  # the whole minute's budget spent
+            await services.limiter.add(TOKENS, [limit], limit.limit)
+        refused = await client.post("/api/v1/generate", json=body)
+        for limit in limits:
+            await services.limiter.add(TOKENS, [limit], -limit.limit)
+
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "token_rate_limited"
+    assert refused.headers["retry-after"].isdigit()
+    assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
