@@ -60,7 +60,9 @@ def test_haproxy_serves_the_run_on_its_host_and_port_and_stop_ends_it(run):
     assert ("127.0.0.1", run.port) in _listening(haproxy)
     configs = list(folder.glob("*/haproxy.cfg"))
     assert configs
-    assert f"maxconn {MAXCONN}\n" in configs[0].read_text()  # fits any hard limit over ~10,500 descriptors
+    config = configs[0].read_text()
+    assert f"maxconn {MAXCONN}\n" in config  # fits any hard limit over ~10,500 descriptors
+    assert "log-format-sd" not in config  # no per-request metrics line for Python to parse: the replicas count
     replicas = [p for p in run.its_processes() if "ServeReplica" in _cmdline(p)]
     nices = {n for p in replicas + haproxy if (n := _nice(p)) is not None}
     assert replicas and nices == {NICENESS}, nices
