@@ -211,9 +211,11 @@ class ModelCaller:
             raise token_limited(decision, f"token limit of {decision.limit} tokens per minute exceeded")
 
     async def complete(self, client: ModelClient, request: GenerationRequest) -> tuple[GenerationResult, bool]:
-        """One request's answer and whether it was cached. A cached answer takes no place in the
-        model and no concurrency slot (it runs nothing: served even while the model is full), and
-        is charged its tokens; otherwise the call is reserved, run and settled with what it used."""
+        """One request's answer and whether it was cached. A cached answer runs nothing, so it takes
+        no concurrency slot and no place in this replica's share of the model (it is served to a
+        caller at its cap), and is charged its tokens; otherwise the call is reserved, run and
+        settled with what it used. (While every model is full, `SheddingMiddleware` answers 503
+        before the body is read, cached or not.)"""
         result = await self.services.inference.cached(client, request, cache_scope=self.cache_scope)
         if result is not None:
             await self.charge(result.usage.total_tokens)
