@@ -1,17 +1,21 @@
 """CPU engine: llama.cpp with continuous batching (one context, many sequences).
 
 One llama.cpp context per replica holds up to `cpu.max_sequences` sequences, each in its
-own KV stream of `context_length` cells (n_ctx = sequences x context). A scheduler task owns
+own KV stream of `context_length` cells (n_ctx = sequences x context). A scheduler thread owns
 the context: between two decode steps it frees the sequences that ended or were abandoned,
 admits queued requests into free sequence ids, and decodes the next token of EVERY running
 sequence in one `llama_batch` (one llama_decode, one output row per sequence); a new
 sequence's prompt is fed in chunks of n_batch in the same step, in a llama_decode of its own
 (mixed into the token batch, llama.cpp would cut it into other pieces and the sequence's
 numbers, hence its text for a seed, would depend on its company; `kv_unified=True` mixes
-them in one batch, one KV buffer, as llama-server does). The blocking decodes and the
-sampling run in one worker thread (ctypes drops the GIL), so the event loop stays free to
-tokenize and stream. Each sequence samples with llama.cpp's native sampler chain (grammar
-for a json_schema, top-k, top-p, min-p, temperature, dist(seed)) from its own output row.
+them in one batch, one KV buffer, as llama-server does). The scheduler is a thread of its
+own that steps back to back, as llama-server's loop does: it never waits for the event loop
+(ctypes drops the GIL in the decode), takes new requests from an inbox between steps and
+hands each step's text to the streams' loops in one call. With the steps driven from the
+event loop (decode in an executor, the rest on the loop), the decode thread sat idle ~6% of
+a single stream's time in a Serve replica, waiting for the loop to come round between steps.
+Each sequence samples with llama.cpp's native sampler chain (grammar for a json_schema,
+top-k, top-p, min-p, temperature, dist(seed)) from its own output row.
 
 Prompt preparation (chat templating, history cutting, context check), the grammar cache
 and stop-string hold-back are the slots engine's (`LlamaCppEngine`): this class inherits
@@ -31,7 +35,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +91,7 @@ class _Sequence:
         self.grammar = grammar
         self.chat = request.messages is not None
         self.out: asyncio.Queue[Any] = asyncio.Queue()
+        self.loop = asyncio.get_running_loop()  # where `out` is read: the scheduler thread posts to it
         self.seq_id = -1
         self.sampler: Any = None
         self.constrained: Any = None  # json_schema: the chain with the grammar first
@@ -181,7 +185,6 @@ class LlamaBatchEngine(LlamaCppEngine):
         self._special_template = self._template_uses_special_tokens()
         self._grammars = {}
         self._grammar_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-batch-{spec.name}")
         self._free_ids = list(range(self.max_sequences - 1, -1, -1))
         # prompt reuse (llama-server's cache_prompt): the tokens each free id's KV cells still hold
         self._cached: dict[int, list[int]] = {}
@@ -189,12 +192,16 @@ class LlamaBatchEngine(LlamaCppEngine):
         self._uses = 0
         self.tokens_fed = 0  # prompt tokens decoded since start (reused ones are not)
         self.tokens_reused = 0  # prompt tokens found in a cache since start
+        # The scheduler thread owns everything below but the inbox (deque appends and pops are
+        # atomic), the signal and the `cancelled` flags the streams set.
+        self._inbox: deque[_Sequence] = deque()
+        self._signal = threading.Event()  # something arrived or was cancelled, or close()
         self._queue: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
-        self._task: asyncio.Task[None] | None = None
-        self._task_loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
-        self._stepping = False
+        self._outbox: list[tuple[_Sequence, Any]] = []  # this step's items for the streams
+        self._load: tuple[int, int] | None = None  # last recorded (running, waiting)
+        self._worker_running = False
+        self._worker_lock = threading.Lock()  # starting and ending the thread; freeing the batch
         self._closed = False
 
     # -- what the deployment and the status pages read ------------------------------------
@@ -214,12 +221,14 @@ class LlamaBatchEngine(LlamaCppEngine):
 
     @property
     def waiting(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._inbox)
 
     def _record_load(self) -> None:
-        model = self.spec.name
-        metrics.REQUESTS_RUNNING.record(len(self._running), model=model)
-        metrics.REQUESTS_WAITING.record(len(self._queue), model=model)
+        load = (len(self._running), len(self._queue))
+        if load != self._load:  # two gauge sets cost more than a step's other bookkeeping
+            self._load = load
+            metrics.REQUESTS_RUNNING.record(load[0], model=self.spec.name)
+            metrics.REQUESTS_WAITING.record(load[1], model=self.spec.name)
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -280,14 +289,28 @@ class LlamaBatchEngine(LlamaCppEngine):
 
     # -- the scheduler ------------------------------------------------------------------------
 
-    def _ensure_scheduler(self) -> asyncio.Event:
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._task_loop is not loop:
-            self._wake = asyncio.Event()
-            self._task_loop = loop
-            self._task = loop.create_task(self._schedule(), name=f"llama-batch-{self.spec.name}")
-        assert self._wake is not None
-        return self._wake
+    def _ensure_worker(self) -> None:
+        with self._worker_lock:
+            if not self._worker_running:
+                self._worker_running = True
+                name = f"llama-batch-{self.spec.name}"
+                threading.Thread(target=self._work, name=name, daemon=True).start()
+
+    def _post(self, seq: _Sequence, item: Any) -> None:
+        """Scheduler thread: `item` for `seq`'s stream, sent at the end of the step."""
+        self._outbox.append((seq, item))
+
+    def _flush(self) -> None:
+        """Scheduler thread: this step's items, one call per event loop (one wake-up each)."""
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sequence, Any]]] = {}
+        for seq, item in self._outbox:
+            by_loop.setdefault(seq.loop, []).append((seq, item))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody reads those streams any more
+                loop.call_soon_threadsafe(_deliver, items)
 
     def _release(self, seq: _Sequence, *, keep: bool = True) -> None:
         """Frees a running sequence's id and sampler (only between decode steps). Its KV cells stay,
@@ -328,15 +351,15 @@ class LlamaBatchEngine(LlamaCppEngine):
             if seq.chat:
                 held = held.rstrip()
             if held:
-                seq.out.put_nowait(held)
+                self._post(seq, held)
         seq.held = ""
-        seq.out.put_nowait((finish, seq.count))
+        self._post(seq, (finish, seq.count))
         self._release(seq)
 
     def _fail(self, seq: _Sequence, exc: BaseException) -> None:
         if not seq.done:
             seq.done = True
-            seq.out.put_nowait(exc)
+            self._post(seq, exc)
         self._release(seq, keep=False)
 
     def _admit(self) -> None:
@@ -480,56 +503,60 @@ class LlamaBatchEngine(LlamaCppEngine):
         hits = [i for i in (seq.held.find(s) for s in seq.stops) if i >= 0]
         if hits:
             if min(hits) > 0:
-                seq.out.put_nowait(seq.held[: min(hits)])
+                self._post(seq, seq.held[: min(hits)])
             self._end(seq, "stop", flush=False)
             return
         safe = len(seq.held) - _held_back(seq.held, seq.stops)
         if safe > 0:
-            seq.out.put_nowait(seq.held[:safe])
+            self._post(seq, seq.held[:safe])
             seq.held = seq.held[safe:]
         if seq.count >= seq.max_tokens:
             self._end(seq, "length")
             return
         seq.next_token = token
 
-    async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
-        wake = self._wake
-        assert wake is not None
+    def _work(self) -> None:
+        """The scheduler thread: steps while anything runs, sleeps on the signal otherwise."""
         try:
             while not self._closed:
+                while self._inbox:
+                    self._queue.append(self._inbox.popleft())
                 for seq in [s for s in self._running if s.cancelled]:
                     self._end(seq, "cancelled")
                 self._admit()
                 self._record_load()
                 if not self._running:
-                    wake.clear()
-                    if not self._queue:
-                        await wake.wait()
+                    self._flush()
+                    if not self._inbox and not self._queue:
+                        self._signal.wait()
+                    self._signal.clear()  # what set it is looked at by the next turn
                     continue
                 calls = self._compose()
-                if not calls:  # cannot happen while something runs; never spin
-                    await asyncio.sleep(0)
-                    continue
-                self._stepping = True
                 try:
-                    sampled = await loop.run_in_executor(self._executor, self._step, calls)
+                    sampled = self._step(calls)
                 except RuntimeError as exc:
                     logger.error("decode step failed: %s", exc)
                     for seq in list(self._running):
                         self._fail(seq, exc)
-                    continue
-                finally:
-                    self._stepping = False
-                for call, tokens in zip(calls, sampled, strict=True):
-                    for (seq, _), token in zip(call.outputs, tokens, strict=True):
-                        self._advance(seq, token)
-        except BaseException as exc:
-            error = exc if isinstance(exc, Exception) else RuntimeError("the engine stopped")
-            for seq in list(self._running) + list(self._queue):
-                self._fail(seq, error)
-            self._queue.clear()
-            raise
+                else:
+                    for call, tokens in zip(calls, sampled, strict=True):
+                        for (seq, _), token in zip(call.outputs, tokens, strict=True):
+                            self._advance(seq, token)
+                self._flush()
+            error: BaseException = RuntimeError("the engine was closed")
+        except BaseException as exc:  # a bug of ours: every stream gets it rather than waiting forever
+            logger.exception("the scheduler of %s stopped", self.spec.name)
+            error = exc
+        while self._inbox:
+            self._queue.append(self._inbox.popleft())
+        for seq in list(self._running) + list(self._queue):
+            self._fail(seq, error)
+        self._queue.clear()
+        self._flush()
+        with self._worker_lock:
+            self._worker_running = False
+            if self._closed:
+                self._free_batch()
 
     # -- the protocol -------------------------------------------------------------------------
 
@@ -541,10 +568,9 @@ class LlamaBatchEngine(LlamaCppEngine):
         prompt, max_tokens, stops = await asyncio.to_thread(self.prepare, request)
         grammar = await asyncio.to_thread(self.grammar, request.json_schema) if request.json_schema else None
         seq = _Sequence(request, prompt, max_tokens, stops, grammar)
-        wake = self._ensure_scheduler()
-        self._queue.append(seq)
-        self._record_load()
-        wake.set()
+        self._ensure_worker()
+        self._inbox.append(seq)
+        self._signal.set()
         model, last = self.spec.name, None
         try:
             while True:
@@ -576,17 +602,27 @@ class LlamaBatchEngine(LlamaCppEngine):
         finally:
             if not seq.done:  # abandoned or cancelled: freed before the next step
                 seq.cancelled = True
-                wake.set()
+                self._signal.set()
 
     def close(self) -> None:
-        self._closed = True
-        if self._wake is not None and self._task_loop is not None and not self._task_loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self._task_loop.call_soon_threadsafe(self._wake.set)
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        if not self._stepping and self._batch is not None:
+        """Ends the scheduler after its current step (its streams get an error); the batch is
+        freed by whichever of the two comes last."""
+        with self._worker_lock:
+            self._closed = True
+            self._signal.set()
+            if not self._worker_running:
+                self._free_batch()
+
+    def _free_batch(self) -> None:
+        if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
+
+
+def _deliver(items: list[tuple[_Sequence, Any]]) -> None:
+    """On a stream's event loop: a step's items, in order."""
+    for seq, item in items:
+        seq.out.put_nowait(item)
 
 
 def _runs(ids: set[int]) -> int:
