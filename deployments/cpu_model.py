@@ -40,7 +40,10 @@ class CPUModelServer:
         # The model file picks the engine (`cpu.engine`); both answer the same methods.
         if self.spec.cpu.engine == "batched":
             self.engine: LlamaBatchEngine | LlamaCppEngine = LlamaBatchEngine(
-                self.spec, path, kv_unified=self.spec.cpu.kv_unified
+                self.spec,
+                path,
+                batch_invariant=self.spec.cpu.kernels == "plain",
+                kv_unified=self.spec.cpu.kv_unified,
             )
         else:
             self.engine = LlamaCppEngine(self.spec, path)

@@ -54,6 +54,13 @@ class CPUOptions(_Strict):
     # tokens. Measured (bench/cpu_engine.py): 8-stream TTFT 0.29 vs 0.53 s, aggregate 1.03x; but
     # a seed no longer reproduces its text (a sequence's numbers depend on its batch-mates).
     kv_unified: bool = False
+    # batched engine: llama.cpp's matmul kernels. `plain` (the default) are the same for every
+    # batch size, so a seed gives the same text alone or batched. `repacked` are llama.cpp's
+    # defaults (what llama-server runs): measured on a 2-core AVX-512 EPYC (bench/cpu_engine.py),
+    # 20-token prompt 38 vs 100 ms and one stream ~4% faster, but a step of 4+ sequences runs
+    # another GEMM than one of 1-3 (logits differ by up to 0.6), so a seed's text depends on its
+    # company; and where the CPU reports AMX the VM does not run, the replica dies of SIGILL.
+    kernels: Literal["plain", "repacked"] = "plain"
 
 
 class VLLMOptions(_Strict):

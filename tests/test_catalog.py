@@ -129,5 +129,9 @@ def test_cpu_model_files_choose_their_engine_and_declare_their_sampling():
     assert (batched.cpu.engine, batched.cpu.max_sequences, batched.cpu.threads) == ("batched", 4, 2)
     assert not batched.cpu.kv_unified  # seeds reproduce their text unless a file says otherwise
     assert ModelSpec.model_validate(base | {"cpu": {"engine": "batched", "kv_unified": True}}).cpu.kv_unified
+    assert batched.cpu.kernels == "plain"  # the same kernels for every batch size unless a file says otherwise
+    assert ModelSpec.model_validate(base | {"cpu": {"kernels": "repacked"}}).cpu.kernels == "repacked"
+    with pytest.raises(ValueError):
+        ModelSpec.model_validate(base | {"cpu": {"kernels": "fast"}})
     with pytest.raises(ValueError):
         ModelSpec.model_validate(base | {"cpu": {"engine": "turbo"}})
