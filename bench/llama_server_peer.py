@@ -6,7 +6,9 @@
 Both servers get the same requests from the same async httpx client: `/v1/completions`,
 streamed, 64 tokens, the model file's sampling (Gemma: temperature 0.7, top-k 64, top-p 0.95,
 min-p 0), a seed per request; tokens counted from the usage each server reports (else one per
-streamed chunk). Measured: one stream (tok/s, TTFT), then 8 at once (aggregate tok/s, TTFT p50).
+streamed chunk). Measured: one stream (tok/s, TTFT), then 8 at once (aggregate tok/s, TTFT p50),
+the two servers taking turns request by request (round by round for 8 streams), so that a noisy
+spell of the machine falls on both; each figure is the median over the repeats.
 llama-server runs with the threads our replica's engine uses (`--threads`, default: the model
 file's, i.e. its CPUs) and `-np 8` (8 sequences, as our engine), so both have the same cores.
 The binary: --llama-server, else .data/peers/llama-server-*, else a row says it is not built
@@ -75,31 +77,62 @@ async def one_stream(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[f
     return (first if first is not None else took), took, usage_tokens if usage_tokens is not None else chunks
 
 
-async def measure(base: str, headers: dict[str, str], extra: dict[str, Any], repeats: int) -> dict[str, float]:
-    body = {
-        "prompt": PROMPT,
-        "max_tokens": TOKENS,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    } | extra
-    limits = httpx.Limits(max_connections=STREAMS, max_keepalive_connections=STREAMS)
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=300) as client:
+class Server:
+    """One server under test: where it is, how to call it, and its figures so far."""
+
+    def __init__(self, name: str, base: str, headers: dict[str, str], extra: dict[str, Any]) -> None:
+        self.name, self.base, self.headers, self.extra = name, base, headers, extra
+        self.singles: list[tuple[float, float, int]] = []  # (TTFT, seconds, tokens) per single stream
+        self.batches: list[tuple[list[tuple[float, float, int]], float]] = []  # (streams, wall) per round
+
+    def body(self, seed: int) -> dict[str, Any]:
+        return {
+            "prompt": PROMPT,
+            "max_tokens": TOKENS,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "seed": seed,
+        } | self.extra
+
+    def client(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=STREAMS, max_keepalive_connections=STREAMS)
+        return httpx.AsyncClient(base_url=self.base, headers=self.headers, limits=limits, timeout=300)
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "single_tok_s": statistics.median(tokens / took for _, took, tokens in self.singles),
+            "single_ttft_s": statistics.median(ttft for ttft, _, _ in self.singles),
+            "single_tokens": statistics.median(tokens for _, _, tokens in self.singles),
+            "multi_tok_s": statistics.median(sum(t for _, _, t in many) / wall for many, wall in self.batches),
+            "multi_ttft_p50_s": statistics.median(
+                statistics.median(ttft for ttft, _, _ in many) for many, _ in self.batches
+            ),
+            "multi_tokens": statistics.median(sum(t for _, _, t in many) for many, _ in self.batches),
+        }
+
+
+async def measure(servers: list[Server], repeats: int, rounds: int) -> None:
+    """Turn about, so that both see the same machine: a warm-up each, then `repeats` single
+    streams alternating between the servers, then `rounds` rounds of 8 streams alternating."""
+    clients = [server.client() for server in servers]
+    try:
         # seeds new to this run: a seeded request is deterministic, so a seed used before (an
         # earlier run on the same data) would be answered from SutazAI's response cache
         seed = random.randrange(1 << 30)
-        await one_stream(client, body | {"seed": seed})  # warm-up
-        singles = [await one_stream(client, body | {"seed": seed + 1 + i}) for i in range(repeats)]
-        started = time.perf_counter()
-        many = await asyncio.gather(*(one_stream(client, body | {"seed": seed + 100 + i}) for i in range(STREAMS)))
-        wall = time.perf_counter() - started
-    return {
-        "single_tok_s": statistics.median(tokens / took for _, took, tokens in singles),
-        "single_ttft_s": statistics.median(ttft for ttft, _, _ in singles),
-        "single_tokens": statistics.median(tokens for _, _, tokens in singles),
-        "multi_tok_s": sum(tokens for _, _, tokens in many) / wall,
-        "multi_ttft_p50_s": statistics.median(ttft for ttft, _, _ in many),
-        "multi_tokens": sum(tokens for _, _, tokens in many),
-    }
+        for server, client in zip(servers, clients, strict=True):
+            await one_stream(client, server.body(seed))
+        for i in range(repeats):
+            for server, client in zip(servers, clients, strict=True):
+                server.singles.append(await one_stream(client, server.body(seed + 1 + i)))
+        for r in range(rounds):
+            for server, client in zip(servers, clients, strict=True):
+                started = time.perf_counter()
+                bodies = [server.body(seed + 100 + STREAMS * r + i) for i in range(STREAMS)]
+                many = await asyncio.gather(*(one_stream(client, body) for body in bodies))
+                server.batches.append((list(many), time.perf_counter() - started))
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 def gguf_path(data_dir: Path) -> tuple[Path, Any]:
@@ -143,30 +176,32 @@ def main() -> None:
     parser.add_argument("--llama-server", help="the llama-server binary")
     parser.add_argument("--data-dir", default=str(ROOT / ".data"), help="where the packaged GGUF is assembled")
     parser.add_argument("--threads", type=int, help="llama-server threads (default: our engine's)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="single streams per server")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of 8 streams per server")
     args = parser.parse_args()
 
     gguf, spec = gguf_path(Path(args.data_dir))
     threads = args.threads or spec.cpu.threads or max(1, math.ceil(spec.resources.num_cpus))
     sampling = spec.sampling
-    common = {"temperature": sampling.temperature, "top_p": sampling.top_p}
+    common = {"temperature": sampling.temperature, "top_p": sampling.top_p, "model": spec.name}
     load = os.getloadavg()[0]
-    ours = asyncio.run(
-        measure(args.base_url, {"Authorization": f"Bearer {args.token}"}, common | {"model": spec.name}, args.repeats)
-    )
+    ours = Server("sutazai", args.base_url, {"Authorization": f"Bearer {args.token}"}, common)
     binary = find_binary(args.llama_server)
-    theirs: dict[str, float] | None = None
+    theirs: Server | None = None
     note = ""
     if binary is None or not binary.exists():
         note = "llama-server not built: bench/peers/build_llama_server.sh (or --llama-server PATH)"
+        asyncio.run(measure([ours], args.repeats, args.rounds))
     else:
         process, base, note = start_llama_server(binary, gguf, threads, spec.context_length)
         try:
             peer_sampling = common | {"top_k": sampling.top_k, "min_p": sampling.min_p, "ignore_eos": True}
-            theirs = asyncio.run(measure(base, {}, peer_sampling | {"model": spec.name}, args.repeats))
+            theirs = Server("llama-server", base, {}, peer_sampling)
+            asyncio.run(measure([ours, theirs], args.repeats, args.rounds))
         finally:
             process.terminate()
             process.wait(30)
+    mine_figures, peer_figures = ours.figures(), (theirs.figures() if theirs else None)
 
     print(f"\n{spec.name}, {TOKENS} tokens, {threads} thread(s) each, load {load:.2f} at the start; {note}\n")
     print("| measure | SutazAI (HTTP, Serve) | llama-server | ratio |")
@@ -178,10 +213,10 @@ def main() -> None:
         ("multi_ttft_p50_s", f"{STREAMS} streams TTFT p50 s"),
         ("single_tokens", "tokens per single run"),
     ):
-        mine, peer = ours[key], (theirs or {}).get(key)
+        mine, peer = mine_figures[key], (peer_figures or {}).get(key)
         ratio = f"{mine / peer:.2f}x" if peer else "-"
         print(f"| {label} | {mine:.2f} | {'-' if peer is None else f'{peer:.2f}'} | {ratio} |")
-    print(json.dumps({"threads": threads, "sutazai": ours, "llama_server": theirs, "note": note}))
+    print(json.dumps({"threads": threads, "sutazai": mine_figures, "llama_server": peer_figures, "note": note}))
 
 
 if __name__ == "__main__":
