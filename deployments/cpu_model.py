@@ -44,6 +44,7 @@ class CPUModelServer:
                 path,
                 batch_invariant=self.spec.cpu.kernels == "plain",
                 kv_unified=self.spec.cpu.kv_unified,
+                repacked_prompts=self.spec.cpu.prompt_kernels == "repacked",
             )
         else:
             self.engine = LlamaCppEngine(self.spec, path)

@@ -36,6 +36,16 @@ _DEFAULTS_SWAP = threading.Lock()  # one constructor at a time sees the swapped 
 TILED_MATMUL_SWITCH = "GGML_CPU_TILED_MM"
 
 
+def cpu_reports_amx() -> bool:
+    """Whether this (Linux) CPU reports Intel AMX: llama.cpp's default kernels use it then, and
+    where the hypervisor does not run it the process dies of SIGILL at its first decode."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            return any(line.startswith("flags") and " amx_tile" in line for line in info)
+    except OSError:
+        return False
+
+
 def plain_model_params() -> Any:
     """llama.cpp's default model params with the extra buffer types off; the tiled matmul goes
     off for the whole process (it must, before the first matmul: see the module docstring)."""

@@ -8,6 +8,7 @@ import llama_cpp
 import pytest
 
 from sutazai.catalog import CPUOptions, ModelCatalog, ModelSource
+from sutazai.engines.cpu_kernels import cpu_reports_amx
 from sutazai.engines.llama_batch import PROMPT_CALLS_PER_STEP, LlamaBatchEngine, _runs
 from sutazai.engines.model_files import resolve_model_path
 from sutazai.schemas.engine import ChatMessage, EngineError, GenerationRequest
@@ -17,10 +18,12 @@ PROMPTS = ["Once upon a time", "The history of the city", "Here is a recipe for 
 
 
 def batched_engine(tmp_path_factory, sequences: int, **options) -> LlamaBatchEngine:
-    """The shipped model on the batched engine with `sequences` sequences and one thread."""
+    """The shipped model on the batched engine with `sequences` sequences and one thread, its
+    prompts fed in the repacked prompt context as deployed (`cpu.prompt_kernels`)."""
     spec = ModelCatalog.load(PROJECT_ROOT / "models").get("gemma3-270m")
     gguf: Path = resolve_model_path(spec, tmp_path_factory.mktemp("models"))
     cpu = CPUOptions(engine="batched", max_sequences=sequences, threads=1)
+    options.setdefault("repacked_prompts", spec.cpu.prompt_kernels == "repacked")
     return LlamaBatchEngine(
         spec.model_copy(update={"source": ModelSource(path=str(gguf)), "cpu": cpu}), gguf, **options
     )
@@ -61,6 +64,21 @@ async def test_a_batched_run_equals_a_run_alone_for_the_same_seed(engine):
         alone = [await engine.generate(req(p, **settings)) for p in (PROMPTS[0], PROMPTS[2])]
         assert [r.text for r in alone] == [together[0].text, together[2].text]
         assert all(r.text for r in together)
+
+
+def test_prompts_are_fed_with_repacked_kernels_unless_the_cpu_reports_amx(engine):
+    assert engine.repacked_prompts == (not cpu_reports_amx())
+
+
+async def test_with_plain_prompt_kernels_a_batched_run_equals_a_run_alone(tmp_path_factory):
+    plain = batched_engine(tmp_path_factory, 4, repacked_prompts=False)
+    try:
+        assert not plain.repacked_prompts
+        together = await asyncio.gather(*(plain.generate(req(p)) for p in PROMPTS))
+        alone = await plain.generate(req(PROMPTS[1]))
+        assert alone.text and alone.text == together[1].text
+    finally:
+        plain.close()
 
 
 async def test_ten_copies_of_a_request_together_each_equal_its_run_alone(tmp_path_factory):
