@@ -80,8 +80,8 @@ async def one_stream(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[f
 class Server:
     """One server under test: where it is, how to call it, and its figures so far."""
 
-    def __init__(self, name: str, base: str, headers: dict[str, str], extra: dict[str, Any]) -> None:
-        self.name, self.base, self.headers, self.extra = name, base, headers, extra
+    def __init__(self, base: str, headers: dict[str, str], extra: dict[str, Any]) -> None:
+        self.base, self.headers, self.extra = base, headers, extra
         self.singles: list[tuple[float, float, int]] = []  # (TTFT, seconds, tokens) per single stream
         self.batches: list[tuple[list[tuple[float, float, int]], float]] = []  # (streams, wall) per round
 
@@ -185,7 +185,7 @@ def main() -> None:
     sampling = spec.sampling
     common = {"temperature": sampling.temperature, "top_p": sampling.top_p, "model": spec.name}
     load = os.getloadavg()[0]
-    ours = Server("sutazai", args.base_url, {"Authorization": f"Bearer {args.token}"}, common)
+    ours = Server(args.base_url, {"Authorization": f"Bearer {args.token}"}, common)
     binary = find_binary(args.llama_server)
     theirs: Server | None = None
     note = ""
@@ -196,7 +196,7 @@ def main() -> None:
         process, base, note = start_llama_server(binary, gguf, threads, spec.context_length)
         try:
             peer_sampling = common | {"top_k": sampling.top_k, "min_p": sampling.min_p, "ignore_eos": True}
-            theirs = Server("llama-server", base, {}, peer_sampling)
+            theirs = Server(base, {}, peer_sampling)
             asyncio.run(measure([ours, theirs], args.repeats, args.rounds))
         finally:
             process.terminate()
