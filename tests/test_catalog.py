@@ -131,8 +131,8 @@ def test_cpu_model_files_choose_their_engine_and_declare_their_sampling():
     assert ModelSpec.model_validate(base | {"cpu": {"engine": "batched", "kv_unified": True}}).cpu.kv_unified
     assert batched.cpu.kernels == "plain"  # the same kernels for every batch size unless a file says otherwise
     assert ModelSpec.model_validate(base | {"cpu": {"kernels": "repacked"}}).cpu.kernels == "repacked"
-    assert batched.cpu.prompt_kernels == "repacked"  # prompts in a repacked context unless a file says otherwise
-    assert ModelSpec.model_validate(base | {"cpu": {"prompt_kernels": "plain"}}).cpu.prompt_kernels == "plain"
+    assert batched.cpu.prompt_kernels == "plain"  # prompts in pieces, every cached prefix reusable
+    assert ModelSpec.model_validate(base | {"cpu": {"prompt_kernels": "repacked"}}).cpu.prompt_kernels == "repacked"
     with pytest.raises(ValueError):
         ModelSpec.model_validate(base | {"cpu": {"kernels": "fast"}})
     with pytest.raises(ValueError):

@@ -4,11 +4,13 @@ One llama.cpp context per replica holds up to `cpu.max_sequences` sequences, eac
 own KV stream of `context_length` cells (n_ctx = sequences x context). A scheduler thread owns
 the context: between two decode steps it frees the sequences that ended or were abandoned,
 admits queued requests into free sequence ids, and decodes the next token of EVERY running
-sequence in one `llama_batch` (one llama_decode, one output row per sequence); a new
-sequence's prompt is fed in chunks of n_batch in the same step, in a llama_decode of its own
-(mixed into the token batch, llama.cpp would cut it into other pieces and the sequence's
-numbers, hence its text for a seed, would depend on its company; `kv_unified=True` mixes
-them in one batch, one KV buffer, as llama-server does). The scheduler is a thread of its
+sequence in one `llama_batch` (one llama_decode, one output row per sequence); new sequences'
+prompts are fed in the same step, in a llama_decode of their own: pieces of fewer than 64
+tokens, one of every feeding prompt per call, whose numbers are those of a prompt fed alone
+(PIECE_TOKENS), so a seed gives the same text alone or batched and cached cells are reused
+whatever their length (mixed into the token batch, llama.cpp would cut a prompt into one-token
+pieces, a pass over the weights each; `kv_unified=True` mixes them in one batch, one KV buffer,
+as llama-server does, and drops the seed promise). The scheduler is a thread of its
 own that steps back to back, as llama-server's loop does: it never waits for the event loop
 (ctypes drops the GIL in the decode), takes new requests from an inbox between steps and
 hands each step's text to the streams' loops in one call. With the steps driven from the
@@ -108,11 +110,23 @@ class _Sequence:
         self.done = False
 
 
-# Prompt chunks fed per step in batch-invariant mode (each is a call of its own, a pass over the
-# weights). Every sampled token waits for its whole step, so 8 prompts arriving at once in one
-# step gave 7 of them their first token together, after all 7 calls (TTFT p50 at 8 streams over
-# HTTP 0.71 s); 2 per step lets the first ones decode while the rest are fed (0.52 s; 1: 0.55 s).
+# Prompt calls per step in batch-invariant mode (each is a pass over the weights). Every sampled
+# token waits for its whole step: with a prompt context, where each chunk is a call of its own,
+# 8 prompts arriving at once in one step gave 7 of them their first token together after all 7
+# calls (TTFT p50 at 8 streams over HTTP 0.71 s); 2 per step let the first ones decode meanwhile
+# (0.52 s; 1: 0.55 s). On the plain kernels one call holds a piece of every feeding prompt.
 PROMPT_CALLS_PER_STEP = 2
+
+# On llama.cpp's plain kernels (tiled matmul off) a token's numbers do not depend on what shares
+# its llama_decode or on how its prompt is cut, as long as no sequence has GGML_FA_TILE_Q (64) or
+# more rows in one ubatch: from 64 on, ggml's flash attention takes its tiled path, which rounds
+# otherwise. Measured on the shipped GGUF, one thread: a 38-token prompt fed whole, in pieces of
+# 1, 7, 20 or 63, or in one call with another prompt gives the same logits to the last bit, and so
+# do the following steps; a token at position 559 decoded alone equals it inside a prompt piece;
+# a sequence decoding beside a 600-token one equals it decoding alone. So prompts are fed in
+# pieces of at most PIECE_TOKENS tokens, many sequences' pieces in one call, and a sequence id's
+# cached cells (prompt and answer) are reused whatever their length.
+PIECE_TOKENS = 63
 
 
 class _Call:
@@ -161,11 +175,12 @@ class LlamaBatchEngine(LlamaCppEngine):
         `repacked_prompts` (batch-invariant, a KV stream per sequence) feeds prompts in a second
         context on the same GGUF loaded with llama.cpp's repacked kernels, then copies the
         sequence's KV cells into the decode context, which decodes every later token with the
-        plain kernels. A prompt chunk is always decoded alone and cut at the same boundaries, so
-        its numbers never depend on other sequences and the seed promise holds. Measured here
-        (2-core AVX-512 EPYC, 20-token prompt): 65 vs 94 ms; the cells' copy 0.4 ms. Costs a
-        second KV cache and the repacked weights (RSS 1.30 vs 0.70 GB for the shipped model).
-        Off where the CPU reports AMX (`cpu_kernels`: such a VM may kill the process)."""
+        plain kernels. Repacked kernels round a row by its place in the call, so a prompt chunk
+        is decoded alone and cut at multiples of n_batch, and only whole chunks are reused: no
+        batching of prompts, no reuse of a prompt shorter than n_batch. Measured on a 2-core
+        AVX-512 EPYC, 20-token prompt: 65 vs 94 ms; the cells' copy 0.4 ms. Costs a second KV
+        cache and the repacked weights (RSS 1.30 vs 0.70 GB for the shipped model). Off where
+        the CPU reports AMX (`cpu_kernels`: such a VM may kill the process)."""
         # no super().__init__: it would build the slot contexts; the prompt methods need only what is set here
         self.spec = spec
         opts = spec.cpu
@@ -209,6 +224,8 @@ class LlamaBatchEngine(LlamaCppEngine):
                 self._prompt_context = _internals.LlamaContext(model=self._prompt_model, params=params, verbose=False)
                 self._prompt_ctx = self._prompt_context.ctx
                 self._prompt_memory = llama_cpp.llama_get_memory(self._prompt_ctx)
+        # plain kernels, one context: prompts fed in pieces, many per call, every cell reusable
+        self._pieces = batch_invariant and not kv_unified and self._prompt_ctx is None
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._probe = (llama_cpp.llama_token_data * 1)()  # one candidate, for grammar checks
         self._vocab = self._model.vocab
@@ -350,15 +367,16 @@ class LlamaBatchEngine(LlamaCppEngine):
         `keep=False` (a failed step: the cells' state is unknown) clears them."""
         if seq.seq_id >= 0:
             if keep:
-                # batch-invariant: only the prompt's cells. A sampled token's cells were computed in a
-                # one-row decode, and a cold engine computes the same token inside a prompt chunk
-                # (another matmul path: different rounding); measured, reusing them changed a seed's
-                # text. The next turn's prompt holds the answer anyway, and its cells are reused later.
-                # Likewise a prompt cell's numbers depend on the rows of the chunk it was decoded in
-                # (measured: a 2-row vs a 90-row chunk changed a greedy text), so only whole n_batch
-                # chunks are kept: a cold feed cuts the same ones.
+                # In pieces (see PIECE_TOKENS) every cell is what a cold feed would compute, the
+                # answer's too, as measured with one thread: with more, a one-row decode over 512+
+                # cells splits its attention between the threads (ggml's split-KV path), so only
+                # the prompt's cells are kept. With a prompt context the cached prefix lives there
+                # and a chunk's numbers depend on its rows (a 2-row vs a 90-row chunk changed a
+                # greedy text): only whole n_batch chunks, as a cold feed cuts them, are kept.
                 if not self.batch_invariant:
                     kept = seq.prompt[: seq.fed] + seq.generated
+                elif self._pieces:
+                    kept = seq.prompt[: seq.fed] + (seq.generated if self.threads == 1 else [])
                 else:
                     kept = seq.prompt[: seq.fed // self.n_batch * self.n_batch]
                 self._cached[seq.seq_id] = kept
@@ -427,7 +445,8 @@ class LlamaBatchEngine(LlamaCppEngine):
         the speed of the same 8 in one run (bench/cpu_engine.py); a reused prefix saves its
         tokens once, a gap costs a pass over the weights at every step."""
         limit = len(seq.prompt) - 1
-        if self.batch_invariant:  # whole chunks only, the last one always decoded as a cold feed would
+        whole_chunks = self.batch_invariant and not self._pieces  # a prompt context: see _release
+        if whole_chunks:  # the last one always decoded as a cold feed would
             limit = (len(seq.prompt) - 1) // self.n_batch * self.n_batch
         running = {s.seq_id for s in self._running}
         streams = not self.kv_unified  # one KV buffer: any id decodes with any other
@@ -439,7 +458,7 @@ class LlamaBatchEngine(LlamaCppEngine):
             n, top = 0, min(len(cached), limit)
             while n < top and cached[n] == seq.prompt[n]:
                 n += 1
-            if self.batch_invariant:
+            if whole_chunks:
                 n = n // self.n_batch * self.n_batch
             return n if n > 1 else 0  # a shared BOS alone is not worth another cache
 
@@ -474,9 +493,11 @@ class LlamaBatchEngine(LlamaCppEngine):
     def _compose(self) -> list[_Call]:
         """The next step's decode calls. Mixed (kv_unified): ONE batch with the next token of
         every decoding sequence, then prompt chunks of the feeding ones in arrival order, up to
-        n_batch. Batch-invariant (the default): the decode tokens in one batch, and the next chunk
-        (boundaries at multiples of n_batch) of at most PROMPT_CALLS_PER_STEP feeding sequences,
-        each in a call of its own, so every sequence computes exactly as it would alone."""
+        n_batch. Batch-invariant (the default): the decode tokens in one batch, then the prompts:
+        on the plain kernels up to PROMPT_CALLS_PER_STEP calls, each with the next piece of every
+        feeding sequence (`_piece_calls`); with a prompt context, the next chunk (boundaries at
+        multiples of n_batch) of at most PROMPT_CALLS_PER_STEP sequences, each in a call of its
+        own. Either way every sequence computes exactly as it would alone."""
         calls: list[_Call] = []
         call = _Call()
         for seq in sorted(self._running, key=lambda s: s.seq_id):  # increasing ids: one ubatch per run of them
@@ -485,6 +506,8 @@ class LlamaBatchEngine(LlamaCppEngine):
                 seq.generated.append(seq.next_token)
                 seq.pos += 1
                 seq.next_token = None
+        if self._pieces:
+            return ([call] if call.tokens else []) + self._piece_calls()
         feeds = 0
         for seq in self._running:
             left = len(seq.prompt) - seq.fed
@@ -512,27 +535,61 @@ class LlamaBatchEngine(LlamaCppEngine):
             calls.append(call)
         return calls
 
-    def _step(self, calls: list[_Call]) -> list[list[int]]:
-        """Worker thread: each call's llama_decode, then one sample per output row of it."""
-        batch, sampled = self._batch, []
+    def _piece_calls(self) -> list[_Call]:
+        """Prompt calls on the plain kernels: each takes the next piece (at most PIECE_TOKENS) of
+        every feeding sequence in arrival order while the call has room (n_batch tokens), and puts
+        them in increasing sequence ids, so that llama.cpp decodes a run of ids in one ubatch: a
+        pass over the weights for all of them (8 20-token prompts: 547 ms in one call, 720 in 8)."""
+        calls: list[_Call] = []
+        feeding = [s for s in self._running if s.fed < len(s.prompt)]
+        while feeding and len(calls) < PROMPT_CALLS_PER_STEP:
+            pieces: list[tuple[_Sequence, int]] = []
+            room = self.n_batch
+            for seq in feeding:
+                take = min(len(seq.prompt) - seq.fed, PIECE_TOKENS, room)
+                if take <= 0:
+                    break
+                pieces.append((seq, take))
+                room -= take
+            call = _Call()
+            for seq, take in sorted(pieces, key=lambda piece: piece[0].seq_id):
+                for j in range(seq.fed, seq.fed + take):
+                    call.put(seq.prompt[j], j, seq.seq_id, seq if j == len(seq.prompt) - 1 else None)
+                seq.fed += take
+                seq.pos = seq.fed
+                self.tokens_fed += take
+            calls.append(call)
+            feeding = [s for s in feeding if s.fed < len(s.prompt)]
+        return calls
+
+    def _step(self, calls: list[_Call]) -> None:
+        """Worker thread: the step's calls in order, each decoded, sampled and its text handed to
+        the streams before the next runs, so the decode call's tokens do not wait for the prompt
+        calls after it, nor the first tokens of one prompt call for the next."""
         for call in calls:
-            for i, (token, pos, seq_id, logits) in enumerate(
-                zip(call.tokens, call.pos, call.seq, call.logits, strict=True)
-            ):
-                batch.token[i] = token
-                batch.pos[i] = pos
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = seq_id
-                batch.logits[i] = logits
-            batch.n_tokens = len(call.tokens)
             ctx = self._prompt_ctx if call.prompt and self._prompt_ctx is not None else self._ctx
-            rc = llama_cpp.llama_decode(ctx, batch)
-            if rc != 0:
-                raise RuntimeError(f"llama_decode returned {rc}")
-            sampled.append([self._sample(seq, row, ctx) for seq, row in call.outputs])
-            if ctx is not self._ctx:
-                for seq, _ in call.outputs:  # its prompt is done: its cells go to the decode context
-                    self._move_cells(seq.seq_id)
+            for (seq, _), token in zip(call.outputs, self._run_call(call, ctx), strict=True):
+                self._advance(seq, token)
+            self._flush()
+
+    def _run_call(self, call: _Call, ctx: Any) -> list[int]:
+        """Worker thread: one call's llama_decode, then one sample per output row of it."""
+        batch = self._batch
+        rows = zip(call.tokens, call.pos, call.seq, call.logits, strict=True)
+        for i, (token, pos, seq_id, logits) in enumerate(rows):
+            batch.token[i] = token
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq_id
+            batch.logits[i] = logits
+        batch.n_tokens = len(call.tokens)
+        rc = llama_cpp.llama_decode(ctx, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        sampled = [self._sample(seq, row, ctx) for seq, row in call.outputs]
+        if ctx is not self._ctx:
+            for seq, _ in call.outputs:  # its prompt is done: its cells go to the decode context
+                self._move_cells(seq.seq_id)
         return sampled
 
     def _move_cells(self, seq_id: int) -> None:
@@ -595,17 +652,12 @@ class LlamaBatchEngine(LlamaCppEngine):
                         self._signal.wait()
                     self._signal.clear()  # what set it is looked at by the next turn
                     continue
-                calls = self._compose()
                 try:
-                    sampled = self._step(calls)
+                    self._step(self._compose())
                 except RuntimeError as exc:
                     logger.error("decode step failed: %s", exc)
                     for seq in list(self._running):
                         self._fail(seq, exc)
-                else:
-                    for call, tokens in zip(calls, sampled, strict=True):
-                        for (seq, _), token in zip(call.outputs, tokens, strict=True):
-                            self._advance(seq, token)
                 self._flush()
             error: BaseException = RuntimeError("the engine was closed")
         except BaseException as exc:  # a bug of ours: every stream gets it rather than waiting forever

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from collections import Counter
 from pathlib import Path
 
 import llama_cpp
@@ -9,7 +10,7 @@ import pytest
 
 from sutazai.catalog import CPUOptions, ModelCatalog, ModelSource
 from sutazai.engines.cpu_kernels import cpu_reports_amx
-from sutazai.engines.llama_batch import PROMPT_CALLS_PER_STEP, LlamaBatchEngine, _runs
+from sutazai.engines.llama_batch import PIECE_TOKENS, PROMPT_CALLS_PER_STEP, LlamaBatchEngine, _runs
 from sutazai.engines.model_files import resolve_model_path
 from sutazai.schemas.engine import ChatMessage, EngineError, GenerationRequest
 from sutazai.settings import PROJECT_ROOT
@@ -19,7 +20,7 @@ PROMPTS = ["Once upon a time", "The history of the city", "Here is a recipe for 
 
 def batched_engine(tmp_path_factory, sequences: int, **options) -> LlamaBatchEngine:
     """The shipped model on the batched engine with `sequences` sequences and one thread, its
-    prompts fed in the repacked prompt context as deployed (`cpu.prompt_kernels`)."""
+    prompts fed as deployed (`cpu.prompt_kernels`: plain, in pieces)."""
     spec = ModelCatalog.load(PROJECT_ROOT / "models").get("gemma3-270m")
     gguf: Path = resolve_model_path(spec, tmp_path_factory.mktemp("models"))
     cpu = CPUOptions(engine="batched", max_sequences=sequences, threads=1)
@@ -66,19 +67,25 @@ async def test_a_batched_run_equals_a_run_alone_for_the_same_seed(engine):
         assert all(r.text for r in together)
 
 
-def test_prompts_are_fed_with_repacked_kernels_unless_the_cpu_reports_amx(engine):
-    assert engine.repacked_prompts == (not cpu_reports_amx())
+def test_the_shipped_engine_feeds_prompts_on_the_plain_kernels(engine):
+    assert not engine.repacked_prompts
 
 
-async def test_with_plain_prompt_kernels_a_batched_run_equals_a_run_alone(tmp_path_factory):
-    plain = batched_engine(tmp_path_factory, 4, repacked_prompts=False)
-    try:
-        assert not plain.repacked_prompts
-        together = await asyncio.gather(*(plain.generate(req(p)) for p in PROMPTS))
-        alone = await plain.generate(req(PROMPTS[1]))
-        assert alone.text and alone.text == together[1].text
-    finally:
-        plain.close()
+@pytest.fixture(scope="module")
+def repacked(tmp_path_factory):
+    engine = batched_engine(tmp_path_factory, 4, repacked_prompts=True)
+    yield engine
+    engine.close()
+
+
+def test_a_repacked_prompt_context_is_used_unless_the_cpu_reports_amx(repacked):
+    assert repacked.repacked_prompts == (not cpu_reports_amx())
+
+
+async def test_with_a_repacked_prompt_context_a_batched_run_equals_a_run_alone(repacked):
+    together = await asyncio.gather(*(repacked.generate(req(p)) for p in PROMPTS))
+    alone = await repacked.generate(req(PROMPTS[1]))
+    assert alone.text and alone.text == together[1].text
 
 
 async def test_ten_copies_of_a_request_together_each_equal_its_run_alone(tmp_path_factory):
@@ -170,13 +177,13 @@ async def test_requests_beyond_the_sequences_wait_their_turn(engine):
 
 
 def record_steps(monkeypatch) -> list[list[int]]:
-    """The sequence ids of every decode call that holds more than one sequence, as they come."""
+    """The sequence ids of every decode step (a token per sequence) of more than one sequence."""
     steps: list[list[int]] = []
     decode = llama_cpp.llama_decode
 
     def recording(ctx, batch):
         ids = [batch.seq_id[i][0] for i in range(batch.n_tokens)]
-        if len(set(ids)) > 1:
+        if len(set(ids)) == len(ids) > 1:
             steps.append(ids)
         return decode(ctx, batch)
 
@@ -217,7 +224,32 @@ async def test_a_new_sequence_takes_the_id_a_finished_one_left_between_running_o
     assert all(ids == list(range(ids[0], ids[0] + 3)) for ids in threes), threes
 
 
-async def test_a_step_feeds_at_most_two_prompts_so_the_first_ones_decode_meanwhile(engine, monkeypatch):
+async def test_prompts_waiting_together_are_fed_in_one_call_in_pieces_below_64_tokens(engine, monkeypatch):
+    calls: list[Counter[int]] = []  # tokens per sequence id, call by call
+    step = engine._step
+
+    def recording(step_calls):
+        calls.extend(Counter(call.seq) for call in step_calls)
+        return step(step_calls)
+
+    monkeypatch.setattr(engine, "_step", recording)
+    long = "Rivers carry sand down to the sea, year after year. " * 40  # ~480 tokens: several steps
+    first = asyncio.create_task(engine.generate(req(long, max_tokens=4)))
+    await asyncio.sleep(0.05)  # the long prompt is being fed when the others arrive
+    fresh = [f"Piece test {i}: {p}" for i, p in enumerate(PROMPTS[1:])]  # nothing cached for these
+    results = await asyncio.gather(first, *(engine.generate(req(p, max_tokens=4)) for p in fresh))
+    await idle(engine)
+    assert [r.usage.completion_tokens for r in results] == [4] * 4
+    assert all(max(call.values()) <= PIECE_TOKENS for call in calls), calls
+    assert any(len(call) >= 3 and min(call.values()) > 1 for call in calls), calls  # prompts shared a call
+
+
+async def test_with_a_prompt_context_a_step_feeds_at_most_two_prompts_so_the_first_ones_decode_meanwhile(
+    repacked, monkeypatch
+):
+    if not repacked.repacked_prompts:
+        pytest.skip("the CPU reports AMX: prompts are fed on the plain kernels, in pieces")
+    engine = repacked
     steps: list[list[tuple[set[int], int]]] = []  # per step, each call's sequence ids and token count
     step = engine._step
 
@@ -287,8 +319,7 @@ def cold(tmp_path_factory):
 
 
 async def test_a_second_turn_feeds_only_its_new_tokens_and_says_what_a_cold_engine_says(engine, cold):
-    # batch-invariant: only whole n_batch chunks are reused, so the history is longer than one
-    history = "Tell me about the sea. " + "The sea is wide and deep and blue. " * 40
+    history = "Tell me about the sea. " + "The sea is wide and deep and blue. " * 4
     first = chat(history)
     answer = (await engine.generate(first)).text
     await idle(engine)
@@ -298,8 +329,7 @@ async def test_a_second_turn_feeds_only_its_new_tokens_and_says_what_a_cold_engi
     warm = await engine.generate(second)
     warm_text = warm.text
     new_fed, new_reused = engine.tokens_fed - fed, engine.tokens_reused - reused
-    assert len(engine.prepare(first)[0]) > engine.n_batch
-    assert new_reused == len(prompt) // engine.n_batch * engine.n_batch > 0
+    assert new_reused >= len(engine.prepare(first)[0])  # the first turn's prompt, and its answer's tokens
     assert warm.usage.prompt_tokens_details is not None
     assert warm.usage.prompt_tokens_details.cached_tokens == new_reused  # as OpenAI's usage reports it
     assert new_fed + new_reused == len(prompt)
@@ -323,8 +353,8 @@ async def test_a_prompt_that_is_a_prefix_of_the_cache_decodes_its_last_token(eng
     prompt, _, _ = engine.prepare(short)
     fed = engine.tokens_fed
     again = await engine.generate(short)
-    # whole chunks are reused, the last (partial) one decoded as a cold feed would
-    assert engine.tokens_fed - fed == len(prompt) - (len(prompt) - 1) // engine.n_batch * engine.n_batch
+    # every cell is reused but the last prompt token's, decoded again for its logits
+    assert engine.tokens_fed - fed == 1 and engine.tokens_reused >= len(prompt) - 1
     assert again.text == (await engine.generate(short)).text
 
 
