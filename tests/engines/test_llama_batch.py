@@ -339,6 +339,21 @@ async def test_a_second_turn_feeds_only_its_new_tokens_and_says_what_a_cold_engi
     assert warm_text == cold_text
 
 
+async def test_a_prefix_held_by_a_running_sequence_is_copied_and_says_what_a_cold_engine_says(engine, cold):
+    system = "You are a terse assistant for the harbour office; answer in one line. " * 3
+    running = engine.stream(req(system + "Who runs the ferry?", max_tokens=200))
+    await anext(running)  # its prompt is in its cells, and it keeps its id while the next one arrives
+    asked = req(system + "When does the tide turn?", max_tokens=12)
+    prompt, _, _ = engine.prepare(asked)
+    fed, copied = engine.tokens_fed, engine.cells_copied
+    warm = await engine.generate(asked)
+    await running.aclose()
+    assert engine.cells_copied == copied + 1
+    assert engine.tokens_fed - fed < len(prompt) - len(engine.tokenize(system)) + 4  # the system prompt was not fed
+    assert warm.usage.prompt_tokens_details.cached_tokens == len(prompt) - (engine.tokens_fed - fed)
+    assert warm.text == (await cold.generate(asked)).text
+
+
 async def test_an_unrelated_prompt_reuses_nothing(engine):
     await engine.generate(req("Zebras graze quietly near the river bank at dawn"))
     reused = engine.tokens_reused
