@@ -85,6 +85,7 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         await self.task_events.close()
+        await self.audit.drain()
         if self.authenticator.cache is not None:
             await self.authenticator.cache.close()
         await self.pool.close()

@@ -6,7 +6,9 @@ field whose name suggests a credential, as a second line of defence.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
 from datetime import datetime
 from typing import Any
@@ -19,6 +21,15 @@ from sutazai.storage.records import Record
 _SENSITIVE_NAMES = {"token", "access_token", "refresh_token", "api_key", "key", "authorization", "key_hash", "hash"}
 _SENSITIVE_PARTS = ("password", "secret", "credential")
 _COLUMNS = "id, at, actor_id, actor_name, action, target, client_ip, details, request_id"
+_INSERT_ONE = """WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true))
+   INSERT INTO audit_log (actor_id, actor_name, action, target, client_ip, details, request_id)
+   SELECT $1, $2, $3, $4, $5, $6::jsonb, $7 FROM async_commit"""
+_INSERT_MANY = """WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true))
+   INSERT INTO audit_log (actor_id, actor_name, action, target, client_ip, details, request_id)
+   SELECT e.* FROM async_commit,
+     unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[]) AS e"""
+
+logger = logging.getLogger("sutazai.audit")
 
 
 class AuditEntry(Record):
@@ -54,6 +65,8 @@ def scrub(value: Any) -> Any:
 class AuditStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self._backlog: list[tuple[Any, ...]] = []  # entries of record_soon not written yet
+        self._writing: asyncio.Task[None] | None = None
 
     async def record(
         self,
@@ -71,18 +84,46 @@ class AuditStore:
         replica at once, and a crash of the Postgres server (not of ours) can lose its last
         fraction of a second of entries, never half of one. Measured here (pgbench, one client,
         while a build ran): 3.5 ms a flushed commit, 0.12 ms not."""
-        await self.pool.execute(
-            """WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true))
-               INSERT INTO audit_log (actor_id, actor_name, action, target, client_ip, details, request_id)
-               SELECT $1, $2, $3, $4, $5, $6::jsonb, $7 FROM async_commit""",
-            actor_id,
-            actor_name,
-            action,
-            target,
-            client_ip,
-            json.dumps(scrub(details or {}), default=str),
-            request_id,
-        )
+        details_json = json.dumps(scrub(details or {}), default=str)
+        await self.pool.execute(_INSERT_ONE, actor_id, actor_name, action, target, client_ip, details_json, request_id)
+
+    def record_soon(
+        self,
+        action: str,
+        *,
+        actor_id: uuid.UUID | None = None,
+        actor_name: str | None = None,
+        target: str | None = None,
+        client_ip: str | None = None,
+        details: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """`record` without waiting: queued in this process and written by one task, whatever
+        queued meanwhile in one INSERT. A request's background task would hold its keep-alive
+        connection: uvicorn starts the connection's next request only once the previous one's
+        background tasks are done (~0.3 ms of the next MCP call here). Lost only if the process
+        dies before the write (`drain` on shutdown); a failed write is logged."""
+        details_json = json.dumps(scrub(details or {}), default=str)
+        self._backlog.append((actor_id, actor_name, action, target, client_ip, details_json, request_id))
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.get_running_loop().create_task(self._write_backlog())
+
+    async def _write_backlog(self) -> None:
+        while self._backlog:
+            rows, self._backlog = self._backlog, []
+            try:
+                await self.pool.execute(_INSERT_MANY, *(list(column) for column in zip(*rows, strict=True)))
+            except Exception:  # one bad entry (e.g. its actor deleted meanwhile) must not take the others
+                for row in rows:
+                    try:
+                        await self.pool.execute(_INSERT_ONE, *row)
+                    except Exception as exc:
+                        logger.error("audit entry %s %s not written: %s: %s", row[2], row[3], type(exc).__name__, exc)
+
+    async def drain(self) -> None:
+        """Waits until every entry of record_soon is written (or logged as not)."""
+        while self._writing is not None and not self._writing.done():
+            await self._writing
 
     async def page(
         self, *, limit: int, offset: int, action: str | None = None, actor_id: uuid.UUID | None = None

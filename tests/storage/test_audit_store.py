@@ -32,3 +32,22 @@ async def test_the_asynchronous_commit_is_for_the_entry_alone(audit):
     await audit.record("auth.login")
     # the connection goes back to the pool with the server's own setting: other writes stay durable
     assert await audit.pool.fetchval("SHOW synchronous_commit") == "on"
+
+
+async def test_entries_recorded_soon_are_all_written_in_order_once_drained(audit):
+    for i in range(25):
+        audit.record_soon("mcp.execute", target=f"time/{i}", details={"secret": "x", "i": i})
+    await audit.drain()
+    items, total = await audit.page(limit=50, offset=0, action="mcp.execute")
+    assert total == 25
+    assert [e.target for e in reversed(items)] == [f"time/{i}" for i in range(25)]
+    assert all("secret" not in e.details for e in items)
+
+
+async def test_an_entry_that_cannot_be_written_does_not_take_the_others_with_it(audit):
+    audit.record_soon("auth.login", target="first")
+    audit.record_soon("auth.login", target="ghost", actor_id=uuid.uuid4())  # no such user: the FK refuses it
+    audit.record_soon("auth.login", target="last")
+    await audit.drain()
+    items, _ = await audit.page(limit=10, offset=0, action="auth.login")
+    assert sorted(e.target for e in items) == ["first", "last"]
