@@ -112,8 +112,9 @@ class Server:
 
 
 async def measure(servers: list[Server], repeats: int, rounds: int) -> None:
-    """Turn about, so that both see the same machine: a warm-up each, then `repeats` single
-    streams alternating between the servers, then `rounds` rounds of 8 streams alternating."""
+    """Turn about, so that both see the same machine: a warm-up each (one stream, then one
+    round of 8: every sequence id / slot has served once, as in steady serving), then `repeats`
+    single streams alternating between the servers, then `rounds` rounds of 8 streams alternating."""
     clients = [server.client() for server in servers]
     try:
         # seeds new to this run: a seeded request is deterministic, so a seed used before (an
@@ -121,6 +122,7 @@ async def measure(servers: list[Server], repeats: int, rounds: int) -> None:
         seed = random.randrange(1 << 30)
         for server, client in zip(servers, clients, strict=True):
             await one_stream(client, server.body(seed))
+            await asyncio.gather(*(one_stream(client, server.body(seed + 1000 + i)) for i in range(STREAMS)))
         for i in range(repeats):
             for server, client in zip(servers, clients, strict=True):
                 server.singles.append(await one_stream(client, server.body(seed + 1 + i)))
