@@ -510,8 +510,9 @@ class LlamaBatchEngine(LlamaCppEngine):
         """The next step's decode calls. Mixed (kv_unified): ONE batch with the next token of
         every decoding sequence, then prompt chunks of the feeding ones in arrival order, up to
         n_batch. Batch-invariant (the default): the decode tokens in one batch, then the prompts:
-        on the plain kernels up to PROMPT_CALLS_PER_STEP calls, each with the next piece of every
-        feeding sequence (`_piece_calls`); with a prompt context, the next chunk (boundaries at
+        on the plain kernels the last token of a prompt that has only that one left joins the
+        decode call, the rest go in up to PROMPT_CALLS_PER_STEP calls, each with the next piece of
+        every feeding sequence (`_piece_calls`); with a prompt context, the next chunk (boundaries at
         multiples of n_batch) of at most PROMPT_CALLS_PER_STEP sequences, each in a call of its
         own. Either way every sequence computes exactly as it would alone."""
         calls: list[_Call] = []
@@ -522,6 +523,12 @@ class LlamaBatchEngine(LlamaCppEngine):
                 seq.generated.append(seq.next_token)
                 seq.pos += 1
                 seq.next_token = None
+            elif self._pieces and seq.fed == len(seq.prompt) - 1:
+                # one prompt token left (a reused prefix's last token, decoded again for its logits):
+                # one row like a decode token's, so in the same call (same numbers, one pass fewer)
+                call.put(seq.prompt[seq.fed], seq.fed, seq.seq_id, seq)
+                seq.fed = seq.pos = len(seq.prompt)
+                self.tokens_fed += 1
         if self._pieces:
             return ([call] if call.tokens else []) + self._piece_calls()
         feeds = 0

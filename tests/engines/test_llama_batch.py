@@ -354,6 +354,28 @@ async def test_a_prefix_held_by_a_running_sequence_is_copied_and_says_what_a_col
     assert warm.text == (await cold.generate(asked)).text
 
 
+async def test_a_cached_prompts_last_token_is_decoded_in_the_running_sequences_call(engine, monkeypatch):
+    asked = req("Lighthouse keepers write down the weather every hour of the night.", max_tokens=3)
+    prompt, _, _ = engine.prepare(asked)
+    alone = await engine.generate(asked)  # now cached: only its last token is left to decode
+    running = engine.stream(req("Piece test: " + PROMPTS[2], max_tokens=200))
+    await anext(running)
+    calls: list[list[tuple[int, int, int]]] = []  # (sequence id, position, token) of each call's rows
+    step = engine._step
+
+    def recording(step_calls):
+        calls.extend(list(zip(call.seq, call.pos, call.tokens, strict=True)) for call in step_calls)
+        return step(step_calls)
+
+    monkeypatch.setattr(engine, "_step", recording)
+    fed = engine.tokens_fed
+    again = await engine.generate(asked)
+    await running.aclose()
+    assert engine.tokens_fed - fed == 1 and again.text == alone.text
+    last = [rows for rows in calls if (len(prompt) - 1, prompt[-1]) in {(pos, t) for _, pos, t in rows}]
+    assert len(last) == 1 and len({seq_id for seq_id, _, _ in last[0]}) == len(last[0]) == 2, last
+
+
 async def test_an_unrelated_prompt_reuses_nothing(engine):
     await engine.generate(req("Zebras graze quietly near the river bank at dawn"))
     reused = engine.tokens_reused
