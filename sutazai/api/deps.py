@@ -310,19 +310,28 @@ class Auditor:
         actor_name: str | None = None,
     ) -> None:
         """An action of the request's principal (or of the given actor, e.g. at login)."""
+        await self.services.audit.record(action, **self._entry(target, details, actor_id, actor_name))
+
+    def _entry(
+        self,
+        target: str | None,
+        details: dict[str, Any] | None,
+        actor_id: uuid.UUID | None = None,
+        actor_name: str | None = None,
+    ) -> dict[str, Any]:
+        """The store's fields of an entry: the request's principal unless an actor is given."""
         if self.principal is not None and actor_id is None and actor_name is None:
             actor_id, actor_name = self.principal.user_id, self.principal.username
             if self.principal.key_id is not None:
                 details = {**(details or {}), "via_api_key": str(self.principal.key_id)}
-        await self.services.audit.record(
-            action,
-            actor_id=actor_id,
-            actor_name=actor_name,
-            target=target,
-            client_ip=self.client_ip,
-            details=details,
-            request_id=self.request_id,
-        )
+        return {
+            "actor_id": actor_id,
+            "actor_name": actor_name,
+            "target": target,
+            "client_ip": self.client_ip,
+            "details": details,
+            "request_id": self.request_id,
+        }
 
     def record_after_response(
         self,
@@ -337,21 +346,8 @@ class Auditor:
         request (`AuditStore.record_soon`). Written by this replica right after; lost only if
         the replica dies in between, and a failed write is logged, not the caller's error (the
         action itself succeeded)."""
-        actor_id, actor_name = None, None
-        if self.principal is not None:
-            actor_id, actor_name = self.principal.user_id, self.principal.username
-            if self.principal.key_id is not None:
-                details = {**(details or {}), "via_api_key": str(self.principal.key_id)}
-        background.add_task(
-            self._record_soon,  # a coroutine: Starlette would run a plain function in a thread
-            action,
-            actor_id=actor_id,
-            actor_name=actor_name,
-            target=target,
-            client_ip=self.client_ip,
-            details=details,
-            request_id=self.request_id,
-        )
+        # a coroutine: Starlette would run a plain function in a thread
+        background.add_task(self._record_soon, action, **self._entry(target, details))
 
     async def _record_soon(self, action: str, **entry: Any) -> None:
         self.services.audit.record_soon(action, **entry)

@@ -526,9 +526,7 @@ class LlamaBatchEngine(LlamaCppEngine):
             elif self._pieces and seq.fed == len(seq.prompt) - 1:
                 # one prompt token left (a reused prefix's last token, decoded again for its logits):
                 # one row like a decode token's, so in the same call (same numbers, one pass fewer)
-                call.put(seq.prompt[seq.fed], seq.fed, seq.seq_id, seq)
-                seq.fed = seq.pos = len(seq.prompt)
-                self.tokens_fed += 1
+                self._feed(call, seq, 1)
         if self._pieces:
             return ([call] if call.tokens else []) + self._piece_calls()
         feeds = 0
@@ -549,14 +547,18 @@ class LlamaBatchEngine(LlamaCppEngine):
             take = min(left, room)
             if take <= 0:
                 break
-            for j in range(seq.fed, seq.fed + take):
-                call.put(seq.prompt[j], j, seq.seq_id, seq if j == len(seq.prompt) - 1 else None)
-            seq.fed += take
-            seq.pos = seq.fed
-            self.tokens_fed += take
+            self._feed(call, seq, take)
         if call.tokens:
             calls.append(call)
         return calls
+
+    def _feed(self, call: _Call, seq: _Sequence, take: int) -> None:
+        """The next `take` prompt tokens of `seq` into `call`; the last prompt token asks for logits."""
+        for j in range(seq.fed, seq.fed + take):
+            call.put(seq.prompt[j], j, seq.seq_id, seq if j == len(seq.prompt) - 1 else None)
+        seq.fed += take
+        seq.pos = seq.fed
+        self.tokens_fed += take
 
     def _piece_calls(self) -> list[_Call]:
         """Prompt calls on the plain kernels: each takes the next piece (at most PIECE_TOKENS) of
@@ -576,11 +578,7 @@ class LlamaBatchEngine(LlamaCppEngine):
                 room -= take
             call = _Call()
             for seq, take in sorted(pieces, key=lambda piece: piece[0].seq_id):
-                for j in range(seq.fed, seq.fed + take):
-                    call.put(seq.prompt[j], j, seq.seq_id, seq if j == len(seq.prompt) - 1 else None)
-                seq.fed += take
-                seq.pos = seq.fed
-                self.tokens_fed += take
+                self._feed(call, seq, take)
             calls.append(call)
             feeding = [s for s in feeding if s.fed < len(s.prompt)]
         return calls
@@ -615,13 +613,17 @@ class LlamaBatchEngine(LlamaCppEngine):
                 self._move_cells(seq.seq_id)
         return sampled
 
+    def _save_cells(self, ctx: Any, seq_id: int) -> int:
+        """Worker thread: a sequence's KV cells in `ctx` into the state buffer; the bytes written."""
+        size = llama_cpp.llama_state_seq_get_size(ctx, seq_id)
+        if len(self._state) < size:
+            self._state = (ctypes.c_uint8 * size)()
+        return int(llama_cpp.llama_state_seq_get_data(ctx, self._state, size, seq_id))
+
     def _copy_cells(self, source: int, target: int, n: int) -> bool:
         """Worker thread: the target id's cells replaced by the source's first `n` (same context)."""
         llama_cpp.llama_memory_seq_rm(self._memory, target, -1, -1)
-        size = llama_cpp.llama_state_seq_get_size(self._ctx, source)
-        if len(self._state) < size:
-            self._state = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self._ctx, self._state, size, source)
+        written = self._save_cells(self._ctx, source)
         if (
             written
             and llama_cpp.llama_state_seq_set_data(self._ctx, self._state, written, target) == written
@@ -635,10 +637,7 @@ class LlamaBatchEngine(LlamaCppEngine):
     def _move_cells(self, seq_id: int) -> None:
         """Worker thread: copies a sequence's KV cells from the prompt context into the decode
         context (replacing what it held there); the prompt context keeps them for reuse."""
-        size = llama_cpp.llama_state_seq_get_size(self._prompt_ctx, seq_id)
-        if len(self._state) < size:
-            self._state = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self._prompt_ctx, self._state, size, seq_id)
+        written = self._save_cells(self._prompt_ctx, seq_id)
         llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
         if not written or llama_cpp.llama_state_seq_set_data(self._ctx, self._state, written, seq_id) != written:
             raise RuntimeError(f"the KV cells of sequence {seq_id} could not be moved to the decode context")
