@@ -178,8 +178,8 @@ def main() -> None:
     parser.add_argument("--llama-server", help="the llama-server binary")
     parser.add_argument("--data-dir", default=str(ROOT / ".data"), help="where the packaged GGUF is assembled")
     parser.add_argument("--threads", type=int, help="llama-server threads (default: our engine's)")
-    parser.add_argument("--repeats", type=int, default=5, help="single streams per server")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of 8 streams per server")
+    parser.add_argument("--repeats", type=int, default=9, help="single streams per server")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of 8 streams per server")
     args = parser.parse_args()
 
     gguf, spec = gguf_path(Path(args.data_dir))

@@ -47,6 +47,7 @@ from sutazai import metrics
 from sutazai.catalog import ModelSpec
 from sutazai.engines.cpu_kernels import cpu_reports_amx, plain_model_params
 from sutazai.engines.llama_cpp import LlamaCppEngine, _held_back
+from sutazai.engines.top_k import TopKSampling
 from sutazai.schemas.engine import EngineError, GenerationChunk, GenerationRequest, PromptTokensDetails, Usage
 
 logger = logging.getLogger("sutazai.engine.llama_batch")
@@ -232,6 +233,7 @@ class LlamaBatchEngine(LlamaCppEngine):
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._probe = (llama_cpp.llama_token_data * 1)()  # one candidate, for grammar checks
         self._vocab = self._model.vocab
+        self._top_k = TopKSampling(llama_cpp.llama_vocab_n_tokens(self._vocab), self.top_k)
         self._vocab_owner = _Vocab(self._model)  # type: ignore[assignment]
         self._use_template(spec)
         self._special_template = self._template_uses_special_tokens()
@@ -328,11 +330,11 @@ class LlamaBatchEngine(LlamaCppEngine):
     def _sample(self, seq: _Sequence, row: int, ctx: Any) -> int:
         """Worker thread. Grammar checking one token costs nothing; applying it to 262k candidates
         costs more than the decode (llama.cpp's common sampler does the same)."""
-        token = llama_cpp.llama_sampler_sample(seq.sampler, ctx, row)
+        token = self._top_k.sample(seq.sampler, ctx, row)  # the free chain: top-k first, or greedy
         if seq.constrained is None:
             return token
         grammar = llama_cpp.llama_sampler_chain_get(seq.constrained, 0)
-        self._probe[0].id, self._probe[0].logit, self._probe[0].p = token, 1.0, 0.0
+        self._probe[0].id, self._probe[0].logit, self._probe[0].p = token, 1.0, 0.0  # type: ignore[assignment]
         probe = llama_cpp.llama_token_data_array(data=self._probe, size=1, selected=-1, sorted=False)
         llama_cpp.llama_sampler_apply(grammar, ctypes.byref(probe))
         if math.isfinite(self._probe[0].logit):
