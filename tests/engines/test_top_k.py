@@ -86,7 +86,7 @@ def test_the_top_k_candidates_give_the_token_llama_cpp_samples_for_the_seed(mode
     assert sampling.usable
     ours = [chain(100 + s, temperature) for s in range(4)]
     theirs = [chain(100 + s, temperature) for s in range(4)]
-    prompts = [[2, 1596, 3324, 496, 990, 236764] + [300 + 17 * s] for s in range(4)]
+    prompts = [[2, 1596, 3324, 496, 990, 236764, 300 + 17 * s] for s in range(4)]
     for s, prompt in enumerate(prompts):
         llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(model.ctx), s, -1, -1)
         model.decode([(token, pos, s) for pos, token in enumerate(prompt)])
