@@ -57,6 +57,7 @@ from sutazai.settings import Settings
 NAMESPACE = "sutazai"
 ACTOR_MAX_RESTARTS = 10  # Ray restarts of the actor process itself
 WATCH_INTERVAL_S = 0.25  # how often the supervisor checks that the server process is alive
+STDERR_DRAIN_S = 1.0  # how long a failure waits for the stderr copy to reach the exited server's last line
 SPAWN_MARK = "SUTAZAI_MCP_SPAWN"  # env var that tells our child apart from other children
 
 logger = logging.getLogger("sutazai.mcp.process")
@@ -253,6 +254,7 @@ class MCPProcess:
         self._ready_since: float | None = None
         self._in_flight = 0
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=3)  # for last_error
+        self._stderr_pump: threading.Thread | None = None
         self._ready = asyncio.Event()
         self._wake = asyncio.Event()  # the serving loop should look: died, restart asked, stop
         self._restart_asked = False
@@ -310,8 +312,7 @@ class MCPProcess:
                     self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                     if not _alive(self._proc):
                         self._last_error += f" (server process {self.pid} exited)"
-                    if self._stderr_tail:
-                        self._last_error += f"; its stderr ended with: {self._stderr_tail[-1]}"
+                    self._last_error += await self._stderr_ending()
                 self.log.error("MCP server %r failed: %s", self.name, self._last_error)
             finally:
                 self._mark_down()
@@ -367,6 +368,7 @@ class MCPProcess:
             name=f"mcp-{self.name}-stderr",
         )
         pump.start()
+        self._stderr_pump = pump
         async with contextlib.AsyncExitStack() as stack:
             with open(write_fd, "w") as errlog:  # the child holds its own copy of the write end
                 before = {p.pid for p in psutil.Process().children()}
@@ -397,6 +399,15 @@ class MCPProcess:
             finally:
                 self._mark_down()  # before the transport shuts down: new calls wait for the next start
 
+    async def _stderr_ending(self) -> str:
+        """What last_error adds about stderr: its last line, or nothing. A thread copies the pipe and
+        under load can trail the server's exit, so once the server is gone this waits for the pipe's end
+        (else the error could miss what the server said before it died)."""
+        pump = self._stderr_pump
+        if pump is not None and not _alive(self._proc):
+            await asyncio.to_thread(pump.join, STDERR_DRAIN_S)
+        return f"; its stderr ended with: {self._stderr_tail[-1]}" if self._stderr_tail else ""
+
     async def _watch(self) -> None:
         """Return when the server process is gone, a call saw the connection close, or we are asked to."""
         while True:
@@ -406,9 +417,7 @@ class MCPProcess:
             if self._stopping or self._restart_asked:
                 return
             if not _alive(self._proc) or self._wake.is_set():
-                self._last_error = f"server process {self.pid} exited"
-                if self._stderr_tail:
-                    self._last_error += f"; its stderr ended with: {self._stderr_tail[-1]}"
+                self._last_error = f"server process {self.pid} exited" + await self._stderr_ending()
                 self.log.error("MCP server %r: %s", self.name, self._last_error)
                 return
 
