@@ -20,9 +20,14 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from sutazai.catalog import CPUOptions, ModelCatalog, ModelSource
+from sutazai.engines.cpu_kernels import cpu_reports_amx
+from sutazai.engines.llama_batch import LlamaBatchEngine
+from sutazai.engines.model_files import resolve_model_path
+from sutazai.schemas.engine import GenerationRequest
+from sutazai.settings import PROJECT_ROOT
+
 WORDS = [
     "the",
     "river",
@@ -51,18 +56,10 @@ def text(i: int, n: int) -> str:
 
 def measure(kernels: str, repeats: int, salt: int) -> dict[str, list[float]]:
     """In this process: the engine with `kernels`, then the TTFTs."""
-    sys.path.insert(0, str(ROOT))
-    from sutazai.catalog import CPUOptions, ModelCatalog, ModelSource
-    from sutazai.engines.cpu_kernels import cpu_reports_amx
-    from sutazai.engines.llama_batch import LlamaBatchEngine
-    from sutazai.engines.model_files import resolve_model_path
-    from sutazai.schemas.engine import GenerationRequest
-    from sutazai.settings import PROJECT_ROOT
-
     if kernels == "repacked" and cpu_reports_amx():
         raise SystemExit("this CPU reports AMX: no repacked prompt context here")
     spec = ModelCatalog.load(PROJECT_ROOT / "models").get("gemma3-270m")
-    gguf = resolve_model_path(spec, ROOT / ".data")
+    gguf = resolve_model_path(spec, PROJECT_ROOT / ".data")
     cpu = CPUOptions(engine="batched", max_sequences=8, threads=1)
     engine = LlamaBatchEngine(
         spec.model_copy(update={"source": ModelSource(path=str(gguf)), "cpu": cpu}),
@@ -106,7 +103,7 @@ def main() -> None:
     for turn in range(args.turns):
         for kernels in figures:
             cmd = [sys.executable, __file__, "--only", kernels, "--repeats", str(args.repeats), "--salt", str(turn)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
             for key, values in json.loads(out.stdout.splitlines()[-1]).items():
                 figures[kernels].setdefault(key, []).extend(values)
     print("\n| prompt_kernels | TTFT, a fresh ~500-token prompt (s) | TTFT p50, 8 fresh ~80-word prompts at once (s) |")
